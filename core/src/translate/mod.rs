@@ -1,0 +1,10 @@
+//! Pure translation between protocols. The hub format is OpenAI chat completions:
+//! Anthropic ingress is converted to OpenAI, and OpenAI requests are converted to the
+//! upstream's protocol; responses and streams come back the other way.
+//!
+//! Stream translators are state machines: feed them one parsed upstream event at a
+//! time with `on_event`, call `finish` at the end of the stream; they never do I/O.
+
+pub mod anthropic;
+pub mod gemini;
+pub mod stream_convert;

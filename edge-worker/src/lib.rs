@@ -1,0 +1,1 @@
+//! Tollbooth edge worker.

