@@ -1,0 +1,11 @@
+# The two commands a newcomer needs; both install what is missing first.
+.PHONY: dev test bench build-worker
+
+dev:          ## run the whole system locally with embedded defaults
+	bash scripts/dev.sh
+
+test:         ## run every test (installs tools, builds, lints)
+	bash scripts/test.sh
+
+build-worker:
+	bash scripts/build-worker.sh

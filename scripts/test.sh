@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The one test command (`make test`): installs what is missing, checks formatting and
+# lints, builds core for wasm32 and the worker with worker-build, then runs every test
+# (unit, contract and end-to-end against workerd, DynamoDB Local and the mock upstream).
+set -euo pipefail
+source "$(dirname "$0")/env.sh"
+cd "$TB_ROOT"
+start=$(date +%s)
+step() { tb_log "[$(( $(date +%s) - start ))s] $*"; }
+
+step "install tools"
+bash scripts/install.sh
+
+step "format and lints"
+cargo fmt --all -- --check
+cargo clippy --all-targets -- -D warnings
+cargo clippy -p tollbooth-edge --target wasm32-unknown-unknown -- -D warnings
+
+step "core: wasm32 build and I/O-free dependency tree"
+cargo build -p tollbooth-core --target wasm32-unknown-unknown
+bash scripts/check-core-deps.sh
+
+step "build the worker (worker-build) and the native binaries"
+bash scripts/build-worker.sh
+cargo build --bins
+
+step "tests"
+cargo test --no-fail-fast -- --test-threads="${TB_TEST_THREADS:-2}"
+
+step "all green"
