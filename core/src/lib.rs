@@ -7,7 +7,9 @@
 
 pub mod auth;
 pub mod billing;
+pub mod catalogue;
 pub mod error;
+pub mod keyrecord;
 pub mod protocol;
 pub mod routing;
 pub mod sse;

@@ -1,2 +1,3 @@
 //! Test harness.
+pub mod harness;
 pub mod mock;

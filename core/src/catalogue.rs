@@ -1,0 +1,526 @@
+//! The catalogue: what the edge serves and how. Published by the control plane as a
+//! versioned JSON snapshot in KV `CONFIG` (`catalogue:current` holds the version,
+//! `catalogue:v:<version>` the snapshot) and validated once into [`Catalogue`].
+//!
+//! Virtual model names (what members ask for) map to one or more deployments (a
+//! provider plus the upstream's model name, with a weight). A provider with
+//! `prefix_routing` also serves `<provider id>/<upstream model>` directly.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+
+use crate::billing::{AllowanceUnit, PlanPeriod, Price};
+
+/// Wire protocol a provider speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProviderKind {
+    /// OpenAI and every OpenAI-compatible API (DeepSeek, SiliconFlow, Moonshot,
+    /// DashScope, Ollama, vLLM, ...). `base_url` ends with the version, e.g. `/v1`.
+    Openai,
+    /// Azure OpenAI: OpenAI protocol, `api-key` header, deployment in the path.
+    Azure,
+    /// Anthropic Messages. `base_url` like `https://api.anthropic.com/v1`.
+    Anthropic,
+    /// Google Gemini. `base_url` like `https://generativelanguage.googleapis.com/v1beta`.
+    Gemini,
+}
+
+/// How a credential is presented upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthStyle {
+    /// `Authorization: Bearer <secret>`
+    Bearer,
+    /// `x-api-key: <secret>` (Anthropic)
+    XApiKey,
+    /// `x-goog-api-key: <secret>` (Gemini; never `?key=` in the URL)
+    Google,
+    /// `api-key: <secret>` (Azure)
+    ApiKey,
+}
+
+impl ProviderKind {
+    pub fn default_auth(self) -> AuthStyle {
+        match self {
+            Self::Openai => AuthStyle::Bearer,
+            Self::Azure => AuthStyle::ApiKey,
+            Self::Anthropic => AuthStyle::XApiKey,
+            Self::Gemini => AuthStyle::Google,
+        }
+    }
+}
+
+/// One API key of a provider. Weighted against the provider's other credentials.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Credential {
+    /// Stable id used for health state and logs (never the secret).
+    pub id: String,
+    pub secret: String,
+    #[serde(default = "one")]
+    pub weight: u32,
+}
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credential")
+            .field("id", &self.id)
+            .field("secret", &"<redacted>")
+            .field("weight", &self.weight)
+            .finish()
+    }
+}
+
+fn one() -> u32 {
+    1
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Provider {
+    pub id: String,
+    pub kind: ProviderKind,
+    pub base_url: String,
+    pub credentials: Vec<Credential>,
+    /// Overrides the kind's default auth style.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<AuthStyle>,
+    /// Extra headers sent upstream (e.g. `anthropic-version`, `api-version` for Azure
+    /// goes in `query`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    /// Query parameters appended to every upstream URL (Azure `api-version`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub query: BTreeMap<String, String>,
+    /// Serve `<id>/<model>` for any model of this provider.
+    #[serde(default)]
+    pub prefix_routing: bool,
+    /// Give up on an attempt after this long without response headers.
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+}
+
+fn default_timeout_ms() -> u64 {
+    60_000
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Provider {
+    pub fn auth_style(&self) -> AuthStyle {
+        self.auth.unwrap_or_else(|| self.kind.default_auth())
+    }
+}
+
+/// Force-stream modes: convert between streaming and non-streaming upstream calls.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StreamMode {
+    /// Call the upstream the way the client asked.
+    #[default]
+    Auto,
+    /// Always stream from the upstream; assemble a full response for non-stream clients.
+    ForceStream,
+    /// Never stream from the upstream; emit chunks from the full response for stream clients.
+    ForceNonStream,
+}
+
+/// What an endpoint a model serves.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelKind {
+    #[default]
+    Chat,
+    Embedding,
+    Rerank,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Deployment {
+    /// Provider id.
+    pub provider: String,
+    /// The upstream's model name.
+    pub model: String,
+    #[serde(default = "one")]
+    pub weight: u32,
+}
+
+/// A model members can ask for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Model {
+    /// The virtual name members use.
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
+    #[serde(default)]
+    pub kind: ModelKind,
+    pub deployments: Vec<Deployment>,
+    /// `None` = the catalogue's default stream mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_mode: Option<StreamMode>,
+    #[serde(default)]
+    pub price: Price,
+    /// The model's output cap; reservations never exceed it.
+    #[serde(default = "default_max_output")]
+    pub max_output_tokens: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owned_by: Option<String>,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+}
+
+fn default_max_output() -> u64 {
+    16_384
+}
+
+/// A plan's edge-side facts (the control plane owns the rest).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanLimits {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Virtual model names the plan may use; `["*"]` = all.
+    pub allowed_models: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rpm: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tpm: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowance_unit: Option<AllowanceUnit>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowance: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub period: Option<PlanPeriod>,
+    /// When the allowance is used up, charge the wallet instead of refusing.
+    #[serde(default)]
+    pub overage: bool,
+    /// Capture conversations of members on this plan.
+    #[serde(default)]
+    pub capture: bool,
+}
+
+/// Gateway-wide settings carried in the catalogue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    #[serde(default)]
+    pub stream_mode: StreamMode,
+    /// Output tokens reserved when a request names no `max_tokens`.
+    #[serde(default = "default_reserve_output")]
+    pub default_max_tokens: u64,
+    /// Maximum upstream attempts per request (first try included).
+    #[serde(default = "default_attempts")]
+    pub max_attempts: u32,
+}
+
+fn default_reserve_output() -> u64 {
+    crate::billing::DEFAULT_OUTPUT_TOKENS
+}
+
+fn default_attempts() -> u32 {
+    3
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            stream_mode: StreamMode::Auto,
+            default_max_tokens: default_reserve_output(),
+            max_attempts: default_attempts(),
+        }
+    }
+}
+
+/// The raw snapshot as published.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogueSnapshot {
+    pub version: String,
+    #[serde(default)]
+    pub providers: Vec<Provider>,
+    #[serde(default)]
+    pub models: Vec<Model>,
+    #[serde(default)]
+    pub plans: Vec<PlanLimits>,
+    #[serde(default)]
+    pub settings: Settings,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CatalogueError {
+    #[error("catalogue is not valid JSON: {0}")]
+    Json(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// A deployment resolved against its provider.
+#[derive(Debug, Clone, Copy)]
+pub struct Target<'a> {
+    pub provider: &'a Provider,
+    pub upstream_model: &'a str,
+    pub weight: u32,
+}
+
+/// A resolved request model: the catalogue entry (absent for provider-prefix routes)
+/// and its deployments.
+#[derive(Debug, Clone)]
+pub struct Resolved<'a> {
+    /// The virtual name the request is billed and permitted under.
+    pub name: &'a str,
+    pub model: Option<&'a Model>,
+    pub targets: Vec<Target<'a>>,
+}
+
+/// A validated catalogue with lookup indexes.
+#[derive(Debug, Clone)]
+pub struct Catalogue {
+    snapshot: CatalogueSnapshot,
+    providers: HashMap<String, usize>,
+    models: HashMap<String, usize>,
+    plans: HashMap<String, usize>,
+}
+
+impl Catalogue {
+    pub fn from_json(json: &str) -> Result<Self, CatalogueError> {
+        let snapshot: CatalogueSnapshot =
+            serde_json::from_str(json).map_err(|e| CatalogueError::Json(e.to_string()))?;
+        Self::new(snapshot)
+    }
+
+    /// Validates the snapshot: unique ids and names, deployments naming known
+    /// providers, providers with at least one credential and an http(s) base URL.
+    pub fn new(snapshot: CatalogueSnapshot) -> Result<Self, CatalogueError> {
+        let invalid = |m: String| Err(CatalogueError::Invalid(m));
+        let mut providers = HashMap::new();
+        for (i, p) in snapshot.providers.iter().enumerate() {
+            if providers.insert(p.id.clone(), i).is_some() {
+                return invalid(format!("duplicate provider id {:?}", p.id));
+            }
+            if p.id.is_empty() || p.id.contains('/') {
+                return invalid(format!(
+                    "provider id {:?} must be non-empty without '/'",
+                    p.id
+                ));
+            }
+            if !(p.base_url.starts_with("https://") || p.base_url.starts_with("http://")) {
+                return invalid(format!("provider {:?}: base_url must be http(s)", p.id));
+            }
+            if p.credentials.is_empty() {
+                return invalid(format!("provider {:?} has no credentials", p.id));
+            }
+        }
+        let mut models = HashMap::new();
+        for (i, m) in snapshot.models.iter().enumerate() {
+            for name in std::iter::once(&m.name).chain(m.aliases.iter()) {
+                if models.insert(name.clone(), i).is_some() {
+                    return invalid(format!("model name or alias {name:?} is used twice"));
+                }
+            }
+            if m.deployments.is_empty() {
+                return invalid(format!("model {:?} has no deployments", m.name));
+            }
+            for d in &m.deployments {
+                if !providers.contains_key(&d.provider) {
+                    return invalid(format!(
+                        "model {:?}: deployment names unknown provider {:?}",
+                        m.name, d.provider
+                    ));
+                }
+            }
+        }
+        let mut plans = HashMap::new();
+        for (i, p) in snapshot.plans.iter().enumerate() {
+            if plans.insert(p.id.clone(), i).is_some() {
+                return invalid(format!("duplicate plan id {:?}", p.id));
+            }
+        }
+        Ok(Self {
+            snapshot,
+            providers,
+            models,
+            plans,
+        })
+    }
+
+    pub fn version(&self) -> &str {
+        &self.snapshot.version
+    }
+
+    pub fn snapshot(&self) -> &CatalogueSnapshot {
+        &self.snapshot
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.snapshot.settings
+    }
+
+    pub fn provider(&self, id: &str) -> Option<&Provider> {
+        self.providers
+            .get(id)
+            .and_then(|&i| self.snapshot.providers.get(i))
+    }
+
+    /// A model by virtual name or alias.
+    pub fn model(&self, name: &str) -> Option<&Model> {
+        self.models
+            .get(name)
+            .and_then(|&i| self.snapshot.models.get(i))
+    }
+
+    pub fn plan(&self, id: &str) -> Option<&PlanLimits> {
+        self.plans.get(id).and_then(|&i| self.snapshot.plans.get(i))
+    }
+
+    pub fn models(&self) -> impl Iterator<Item = &Model> {
+        self.snapshot.models.iter()
+    }
+
+    /// Resolves what a request asked for: a virtual name or alias first, then
+    /// `<provider>/<model>` for providers with prefix routing. Disabled models and
+    /// providers resolve to nothing.
+    pub fn resolve<'a>(&'a self, requested: &'a str) -> Option<Resolved<'a>> {
+        if let Some(model) = self.model(requested).filter(|m| m.enabled) {
+            let targets: Vec<Target<'a>> = model
+                .deployments
+                .iter()
+                .filter_map(|d| {
+                    let provider = self.provider(&d.provider).filter(|p| p.enabled)?;
+                    Some(Target {
+                        provider,
+                        upstream_model: &d.model,
+                        weight: d.weight,
+                    })
+                })
+                .collect();
+            if targets.is_empty() {
+                return None;
+            }
+            return Some(Resolved {
+                name: &model.name,
+                model: Some(model),
+                targets,
+            });
+        }
+        let (prefix, upstream_model) = requested.split_once('/')?;
+        let provider = self
+            .provider(prefix)
+            .filter(|p| p.enabled && p.prefix_routing)?;
+        if upstream_model.is_empty() {
+            return None;
+        }
+        Some(Resolved {
+            name: requested,
+            model: None,
+            targets: vec![Target {
+                provider,
+                upstream_model,
+                weight: 1,
+            }],
+        })
+    }
+}
+
+/// Whether a list of allowed model names permits `name` (`*` permits all; an entry
+/// ending in `/*` permits a provider prefix).
+pub fn model_allowed(allowed: &[String], name: &str) -> bool {
+    allowed.iter().any(|a| {
+        a == "*"
+            || a == name
+            || a.strip_suffix('*')
+                .is_some_and(|p| p.ends_with('/') && name.starts_with(p))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn sample() -> serde_json::Value {
+        json!({
+            "version": "7",
+            "providers": [
+                {"id": "oa", "kind": "openai", "base_url": "http://127.0.0.1:9/v1",
+                 "credentials": [{"id": "k1", "secret": "sk-upstream-1"}, {"id": "k2", "secret": "sk-upstream-2", "weight": 3}],
+                 "prefix_routing": true},
+                {"id": "an", "kind": "anthropic", "base_url": "https://api.anthropic.com/v1",
+                 "credentials": [{"id": "a1", "secret": "sk-ant"}], "enabled": false}
+            ],
+            "models": [
+                {"name": "writer", "aliases": ["writer-pro"], "deployments": [
+                    {"provider": "oa", "model": "gpt-4o-mini", "weight": 2},
+                    {"provider": "an", "model": "claude-haiku"}],
+                 "price": {"input_per_mtok": 150000, "output_per_mtok": 600000}},
+                {"name": "emb", "kind": "embedding", "deployments": [{"provider": "oa", "model": "text-embedding-3-small"}]}
+            ],
+            "plans": [{"id": "free", "allowed_models": ["writer", "oa/*"], "rpm": 10}]
+        })
+    }
+
+    #[test]
+    fn test_resolve_alias_skips_disabled_provider() {
+        let c = Catalogue::new(serde_json::from_value(sample()).unwrap()).unwrap();
+        let r = c.resolve("writer-pro").unwrap();
+        assert_eq!(r.name, "writer");
+        assert_eq!(r.targets.len(), 1);
+        assert_eq!(r.targets[0].upstream_model, "gpt-4o-mini");
+        assert_eq!(r.targets[0].provider.auth_style(), AuthStyle::Bearer);
+    }
+
+    #[test]
+    fn test_provider_prefix_routing() {
+        let c = Catalogue::new(serde_json::from_value(sample()).unwrap()).unwrap();
+        let r = c.resolve("oa/gpt-4.1").unwrap();
+        assert!(r.model.is_none());
+        assert_eq!(r.targets[0].upstream_model, "gpt-4.1");
+        assert!(c.resolve("an/claude").is_none(), "disabled provider");
+        assert!(c.resolve("oa/").is_none());
+        assert!(c.resolve("nope").is_none());
+    }
+
+    #[test]
+    fn test_validation_errors_name_the_problem() {
+        let mut bad = sample();
+        bad["models"][0]["deployments"][0]["provider"] = json!("ghost");
+        let e = Catalogue::new(serde_json::from_value(bad).unwrap()).unwrap_err();
+        assert!(e.to_string().contains("ghost"), "{e}");
+
+        let mut dup = sample();
+        dup["models"][1]["aliases"] = json!(["writer"]);
+        assert!(Catalogue::new(serde_json::from_value(dup).unwrap()).is_err());
+
+        let mut unknown = sample();
+        unknown["providers"][0]["surprise"] = json!(1);
+        assert!(matches!(
+            Catalogue::from_json(&unknown.to_string()),
+            Err(CatalogueError::Json(_))
+        ));
+    }
+
+    #[test]
+    fn test_debug_never_shows_credential_secret() {
+        let c = Catalogue::new(serde_json::from_value(sample()).unwrap()).unwrap();
+        let dbg = format!("{c:?}");
+        assert!(!dbg.contains("sk-upstream-1"));
+        assert!(dbg.contains("<redacted>"));
+    }
+
+    #[test]
+    fn test_model_allowed_patterns() {
+        let allowed = vec!["writer".to_string(), "oa/*".to_string()];
+        assert!(model_allowed(&allowed, "writer"));
+        assert!(model_allowed(&allowed, "oa/gpt-4.1"));
+        assert!(!model_allowed(&allowed, "emb"));
+        assert!(model_allowed(&["*".to_string()], "anything"));
+    }
+}
