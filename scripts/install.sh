@@ -15,7 +15,7 @@ if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
 fi
 
 # 2. worker-build (exact version).
-if ! worker-build --version 2>/dev/null | grep -q "$WORKER_BUILD_VERSION"; then
+if ! "$TB_CARGO_BIN/worker-build" --version 2>/dev/null | grep -q "$WORKER_BUILD_VERSION"; then
   tb_log "installing worker-build $WORKER_BUILD_VERSION (takes ~10 min cold)"
   cargo install --locked worker-build --version "$WORKER_BUILD_VERSION"
 fi
