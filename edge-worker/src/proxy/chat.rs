@@ -56,7 +56,13 @@ fn candidate_order(
         let cw: Vec<u32> = creds.iter().map(|c| c.weight).collect();
         let available: Vec<bool> = creds
             .iter()
-            .map(|c| breakers::allows(&breakers::breaker_key(&t.provider.id, &c.id), now, &config.breaker))
+            .map(|c| {
+                breakers::allows(
+                    &breakers::breaker_key(&t.provider.id, &c.id),
+                    now,
+                    &config.breaker,
+                )
+            })
             .collect();
         for ci in fallback_order(&cw, &available, random_u64(), OpenBreakers::Last) {
             out.push((ti, ci));
@@ -68,7 +74,11 @@ fn candidate_order(
             .get(ti)
             .and_then(|t| t.provider.credentials.get(ci).map(|c| (t, c)))
             .is_some_and(|(t, c)| {
-                !breakers::allows(&breakers::breaker_key(&t.provider.id, &c.id), now, &config.breaker)
+                !breakers::allows(
+                    &breakers::breaker_key(&t.provider.id, &c.id),
+                    now,
+                    &config.breaker,
+                )
             })
     });
     out
@@ -151,10 +161,18 @@ fn chunk_chars(c: &oa::ChatCompletionChunk) -> u64 {
     let mut n = 0usize;
     for ch in &c.choices {
         n += ch.delta.content.as_deref().map_or(0, |s| s.chars().count());
-        n += ch.delta.reasoning_content.as_deref().map_or(0, |s| s.chars().count());
+        n += ch
+            .delta
+            .reasoning_content
+            .as_deref()
+            .map_or(0, |s| s.chars().count());
         if let Some(tc) = &ch.delta.tool_calls {
             for t in tc {
-                n += t.function.as_ref().and_then(|f| f.arguments.as_deref()).map_or(0, |s| s.chars().count());
+                n += t
+                    .function
+                    .as_ref()
+                    .and_then(|f| f.arguments.as_deref())
+                    .map_or(0, |s| s.chars().count());
             }
         }
     }
@@ -235,7 +253,11 @@ fn prompt_chars(req: &oa::ChatCompletionRequest) -> u64 {
     let n: usize = req
         .messages
         .iter()
-        .map(|m| m.content.as_ref().map_or(0, |c| c.joined_text().chars().count()))
+        .map(|m| {
+            m.content
+                .as_ref()
+                .map_or(0, |c| c.joined_text().chars().count())
+        })
         .sum();
     u64::try_from(n).unwrap_or(u64::MAX)
 }
@@ -263,7 +285,11 @@ pub async fn chat_handler(
         key_public_id: key.public_id.clone(),
         member_id: key.member_id.clone(),
         plan_id: key.plan_id.clone(),
-        endpoint: if shape == Shape::Anthropic { "/v1/messages" } else { "/v1/chat/completions" },
+        endpoint: if shape == Shape::Anthropic {
+            "/v1/messages"
+        } else {
+            "/v1/chat/completions"
+        },
         model: resolved.name.to_owned(),
         prompt_chars: prompt_chars(&job.hub),
         max_output_tokens: job.hub.max_output_tokens(),
@@ -285,7 +311,8 @@ pub async fn chat_handler(
     let default_max_tokens = resolved
         .model
         .map_or(catalogue.settings().default_max_tokens, |m| {
-            m.max_output_tokens.min(catalogue.settings().default_max_tokens.max(1))
+            m.max_output_tokens
+                .min(catalogue.settings().default_max_tokens.max(1))
         });
     let created = now_s();
     let hub_id = format!("chatcmpl-{}", rc.id);
@@ -300,7 +327,10 @@ pub async fn chat_handler(
         for (ti, ci) in order.into_iter().take(max_attempts) {
             let (Some(target), Some(cred)) = (
                 resolved.targets.get(ti),
-                resolved.targets.get(ti).and_then(|t| t.provider.credentials.get(ci)),
+                resolved
+                    .targets
+                    .get(ti)
+                    .and_then(|t| t.provider.credentials.get(ci)),
             ) else {
                 continue;
             };
@@ -343,18 +373,25 @@ pub async fn chat_handler(
                         AttemptFailure::Timeout => GatewayError::UpstreamTimeout {
                             message: "The upstream did not answer in time.".into(),
                         },
-                        _ => GatewayError::from_upstream_status(502, "The upstream could not be reached."),
+                        _ => GatewayError::from_upstream_status(
+                            502,
+                            "The upstream could not be reached.",
+                        ),
                     };
                     continue;
                 }
             };
             let status = resp.status_code();
             if !(200..300).contains(&status) {
-                let text = within(resp.text(), timeout_ms).await.and_then(Result::ok).unwrap_or_default();
+                let text = within(resp.text(), timeout_ms)
+                    .await
+                    .and_then(Result::ok)
+                    .unwrap_or_default();
                 rc.upstream_ms += clock_ms() - t0;
                 let f = AttemptFailure::Status(status);
                 fail(f);
-                last_err = GatewayError::from_upstream_status(status, upstream::error_message(&text));
+                last_err =
+                    GatewayError::from_upstream_status(status, upstream::error_message(&text));
                 // 401/403 are about our credential, not the caller: another may work.
                 if is_retryable(f, false) || matches!(status, 401 | 403) {
                     continue;
@@ -372,16 +409,25 @@ pub async fn chat_handler(
                     };
                     continue;
                 };
-                let full = match upstream::decode_full_response(kind, &text, &hub_id, created, resolved.name) {
+                let full = match upstream::decode_full_response(
+                    kind,
+                    &text,
+                    &hub_id,
+                    created,
+                    resolved.name,
+                ) {
                     Ok(r) => r,
                     Err(_) => {
                         fail(AttemptFailure::Status(502));
-                        last_err = GatewayError::from_upstream_status(502, "The upstream sent an unreadable answer.");
+                        last_err = GatewayError::from_upstream_status(
+                            502,
+                            "The upstream sent an unreadable answer.",
+                        );
                         continue;
                     }
                 };
                 breakers::on_success(&bkey);
-                break 'attempts Ok(Answer::Full(full));
+                break 'attempts Ok(Answer::Full(Box::new(full)));
             }
             // Stream: peek until the first hub chunk before committing.
             let Ok(mut body) = resp.stream() else {
@@ -431,7 +477,10 @@ pub async fn chat_handler(
                     AttemptFailure::Timeout => GatewayError::UpstreamTimeout {
                         message: "The upstream did not start answering in time.".into(),
                     },
-                    _ => GatewayError::from_upstream_status(502, "The upstream stream failed before it started."),
+                    _ => GatewayError::from_upstream_status(
+                        502,
+                        "The upstream stream failed before it started.",
+                    ),
                 };
                 continue;
             }
@@ -456,7 +505,9 @@ pub async fn chat_handler(
                 ..Outcome::default()
             };
             let env2 = env.clone();
-            ctx.wait_until(async move { metering::settle(&env2, &meter_req, reservation, outcome).await });
+            ctx.wait_until(async move {
+                metering::settle(&env2, &meter_req, reservation, outcome).await
+            });
             return Err(e);
         }
     };
@@ -475,7 +526,7 @@ pub async fn chat_handler(
     match (answer, job.client_stream) {
         (Answer::Full(full), false) => {
             let usage = full.usage.as_ref().map(tollbooth_core::usage::Usage::from);
-            finish_full(rc, env, ctx, meter_req, reservation, full, &job, usage)
+            finish_full(rc, env, ctx, meter_req, reservation, *full, &job, usage)
         }
         (Answer::Full(full), true) => {
             // Force non-stream: the whole answer, re-emitted as one stream.
@@ -499,8 +550,15 @@ pub async fn chat_handler(
                 ..Outcome::default()
             };
             let env2 = env.clone();
-            ctx.wait_until(async move { metering::settle(&env2, &meter_req, reservation, outcome).await });
-            sse_response(rc, futures_util::stream::once(async move { Ok::<Vec<u8>, worker::Error>(out.into_bytes()) }))
+            ctx.wait_until(async move {
+                metering::settle(&env2, &meter_req, reservation, outcome).await
+            });
+            sse_response(
+                rc,
+                futures_util::stream::once(async move {
+                    Ok::<Vec<u8>, worker::Error>(out.into_bytes())
+                }),
+            )
         }
         (Answer::Stream(mut up), false) => {
             // Force stream: read it all, answer once.
@@ -554,7 +612,9 @@ pub async fn chat_handler(
                     ..Outcome::default()
                 };
                 let env2 = env.clone();
-                ctx.wait_until(async move { metering::settle(&env2, &meter_req, reservation, outcome).await });
+                ctx.wait_until(async move {
+                    metering::settle(&env2, &meter_req, reservation, outcome).await
+                });
                 return Err(e);
             }
             let mut full = agg.finish();
@@ -584,7 +644,7 @@ pub async fn chat_handler(
 }
 
 enum Answer {
-    Full(oa::ChatCompletionResponse),
+    Full(Box<oa::ChatCompletionResponse>),
     Stream(Box<UpstreamStream>),
 }
 
@@ -611,7 +671,10 @@ fn finish_full(
     usage: Option<tollbooth_core::usage::Usage>,
 ) -> Result<Response, GatewayError> {
     full.model.clone_from(&job.client_model);
-    let chars: u64 = response_to_chunks(&full, false).iter().map(chunk_chars).sum();
+    let chars: u64 = response_to_chunks(&full, false)
+        .iter()
+        .map(chunk_chars)
+        .sum();
     let text = match job.shape {
         Shape::OpenAi => serde_json::to_string(&full),
         Shape::Anthropic => {
