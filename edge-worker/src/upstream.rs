@@ -179,6 +179,34 @@ pub fn chat_request(
     })
 }
 
+/// An Anthropic Messages body forwarded (almost) as the client sent it, for `/v1/messages`
+/// against an Anthropic upstream: `cache_control`, thinking blocks with their signatures
+/// and other Anthropic-only fields survive, which a trip through the hub format would
+/// drop. Only `model` (the upstream's name) and `stream` are set.
+pub fn anthropic_passthrough_request(
+    provider: &Provider,
+    cred: &Credential,
+    upstream_model: &str,
+    body: &Value,
+    stream: bool,
+    allow_loopback: bool,
+) -> Result<UpstreamRequest, GatewayError> {
+    let mut body = body.clone();
+    if let Some(obj) = body.as_object_mut() {
+        obj.insert("model".into(), Value::String(upstream_model.to_owned()));
+        if stream {
+            obj.insert("stream".into(), Value::Bool(true));
+        } else {
+            obj.remove("stream");
+        }
+    }
+    Ok(UpstreamRequest {
+        url: upstream_url(provider, "messages", allow_loopback)?,
+        headers: auth_headers(provider, cred),
+        body: to_json(&body)?,
+    })
+}
+
 fn translate_error(e: oa::ErrorResponse) -> GatewayError {
     match e.error.param {
         Some(p) => GatewayError::invalid_param(e.error.message, p),

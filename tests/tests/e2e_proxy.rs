@@ -1168,3 +1168,127 @@ async fn test_official_anthropic_python_sdk() {
     let w = world().await;
     tokio::task::block_in_place(|| run_python(w, "anthropic_sdk.py"));
 }
+
+#[tokio::test]
+async fn test_messages_to_anthropic_upstream_keeps_anthropic_only_fields() {
+    let w = world().await;
+    let body = json!({
+        "model": "chat-an", "max_tokens": 50,
+        "system": [{"type": "text", "text": "passthrough probe", "cache_control": {"type": "ephemeral"}}],
+        "metadata": {"user_id": "u-passthrough"},
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "hello there world", "cache_control": {"type": "ephemeral"}}]}],
+    });
+    for stream in [false, true] {
+        let mut b = body.clone();
+        if stream {
+            b["stream"] = json!(true);
+        }
+        let r = send(
+            client()
+                .post(w.url("/v1/messages"))
+                .header("x-api-key", &w.keys.basic)
+                .json(&b),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        if stream {
+            let start = r
+                .events()
+                .into_iter()
+                .find(|(e, _)| e.as_deref() == Some("message_start"))
+                .expect("message_start");
+            let v: Value = serde_json::from_str(&start.1).unwrap();
+            assert_eq!(
+                v["message"]["model"], "chat-an",
+                "the upstream model name is not shown"
+            );
+            assert!(r.text.contains("event: message_stop"));
+        } else {
+            assert_eq!(r.json()["model"], "chat-an");
+            assert_eq!(r.json()["content"][0]["text"], "tok0 tok1 tok2 ");
+        }
+    }
+    let reqs: Value = client()
+        .get(format!("{}/_mock/requests", w.mock.base_url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let sent: Vec<&Value> = reqs
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["body"]["metadata"]["user_id"] == "u-passthrough")
+        .collect();
+    assert_eq!(sent.len(), 2);
+    for s in sent {
+        assert_eq!(s["body"]["model"], "claude-m");
+        assert_eq!(
+            s["body"]["system"][0]["cache_control"]["type"], "ephemeral",
+            "{s}"
+        );
+        assert_eq!(
+            s["body"]["messages"][0]["content"][0]["cache_control"]["type"], "ephemeral",
+            "{s}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn test_new_catalogue_version_is_picked_up_without_restart() {
+    let w = world().await;
+    let mut cat = catalogue(&worker_mock_base(&w.mock), &worker_mock_base(&w.mock_b));
+    cat["version"] = json!("v2");
+    cat["models"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "late-model", "deployments": [{"provider": "oa", "model": "m"}]}));
+    let dir = w.worker.persist.parent().unwrap().to_path_buf();
+    let f = dir.join("config-v2.json");
+    std::fs::write(
+        &f,
+        json!([
+            {"key": "catalogue:v:v2", "value": cat.to_string()},
+            {"key": "catalogue:current", "value": "v2"},
+        ])
+        .to_string(),
+    )
+    .unwrap();
+    tokio::task::block_in_place(|| {
+        w.worker
+            .wrangler_local(&[
+                "kv",
+                "bulk",
+                "put",
+                f.to_str().unwrap(),
+                "--binding",
+                "CONFIG",
+            ])
+            .unwrap()
+    });
+    let t0 = Instant::now();
+    loop {
+        let r = post(
+            w,
+            "/v1/chat/completions",
+            &w.keys.all,
+            chat_body("late-model", false, false),
+        )
+        .await;
+        if r.status == 200 {
+            assert_eq!(
+                r.json()["choices"][0]["message"]["content"],
+                "tok0 tok1 tok2 "
+            );
+            break;
+        }
+        assert_eq!(r.status, 404, "{}", r.text);
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "new catalogue not live after 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
