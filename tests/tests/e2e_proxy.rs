@@ -143,6 +143,8 @@ fn catalogue(a: &str, b: &str) -> Value {
 async fn world() -> &'static World {
     WORLD
         .get_or_init(|| async {
+            // The request log lines are asserted on (test_one_log_line_per_request...).
+            std::env::set_var("TB_WORKER_LOG_LEVEL", "log");
             let mock = MockUpstream::start(&[]).await.expect("mock");
             let mock_b = MockUpstream::start(&[]).await.expect("mock b");
             let worker = EdgeWorker::start(WorkerOptions {
@@ -1291,4 +1293,55 @@ async fn test_new_catalogue_version_is_picked_up_without_restart() {
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+#[tokio::test]
+async fn test_one_structured_log_line_per_request_without_secrets() {
+    let w = world().await;
+    let mut body = chat_body("chat-oa", true, false);
+    body["user"] = json!("log-probe");
+    let r = post(w, "/v1/chat/completions", &w.keys.basic, body).await;
+    assert_eq!(r.status, 200);
+    let id = r.header("x-request-id").expect("request id");
+    let r = post(
+        w,
+        "/v1/chat/completions",
+        &w.keys.basic,
+        chat_body("no-such-model", false, false),
+    )
+    .await;
+    let id404 = r.header("x-request-id").expect("request id");
+    // Streams log when they end, in wait_until: give the runtime a moment to flush.
+    let t0 = Instant::now();
+    let (line, line404) = loop {
+        let log = std::fs::read_to_string(&w.worker.proc.log).unwrap_or_default();
+        let find = |id: &str| {
+            log.lines()
+                .filter_map(|l| l.find("{\"msg\":\"request\"").map(|i| &l[i..]))
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .find(|v| v["request_id"] == id)
+        };
+        if let (Some(a), Some(b)) = (find(&id), find(&id404)) {
+            for s in SECRETS {
+                assert!(!log.contains(s), "provider secret {s} in the worker log");
+            }
+            assert!(!log.contains(&w.keys.basic), "member key in the worker log");
+            break (a, b);
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(15),
+            "no log line for {id} / {id404}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(line["status"], 200);
+    assert_eq!(line["model"], "chat-oa");
+    assert_eq!(line["deployment"], "oa/m");
+    assert_eq!(line["tokens"]["output_tokens"], 3, "{line}");
+    assert!(line["ttft_ms"].is_number(), "{line}");
+    assert!(line["latency_ms"].is_number());
+    assert!(line["key"]
+        .as_str()
+        .is_some_and(|k| w.keys.basic.contains(k)));
+    assert_eq!(line404["status"], 404);
 }

@@ -676,7 +676,12 @@ pub async fn chat_handler(
             let t0 = clock_ms();
             let mut err = None;
             if !up.ended {
-                while let Some(item) = up.body.next().await {
+                loop {
+                    let Some(next) = within(up.body.next(), up.idle_ms).await else {
+                        err = Some("The upstream stopped sending.".into());
+                        break;
+                    };
+                    let Some(item) = next else { break };
                     match item {
                         Ok(bytes) => {
                             for ev in up.decoder.push(&bytes) {
