@@ -205,3 +205,31 @@ pub fn key_may_use(catalogue: &Catalogue, key: &KeyRecord, name: &str) -> bool {
         .is_none_or(|a| model_allowed(a, name));
     plan_ok && key_ok
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tollbooth_core::protocol::openai as oa;
+
+    fn param(body: &str) -> Option<String> {
+        match parse_body::<oa::ChatCompletionRequest>(body.as_bytes()) {
+            Err(e) => e.param().map(str::to_owned),
+            Ok(_) => None,
+        }
+    }
+
+    #[test]
+    fn test_parse_errors_name_the_field() {
+        assert_eq!(param(r#"{"messages": []}"#).as_deref(), Some("model"));
+        assert_eq!(param(r#"{"model": "m"}"#).as_deref(), Some("messages"));
+        assert_eq!(
+            param(r#"{"model": "m", "messages": [], "max_tokens": "x"}"#).as_deref(),
+            Some("max_tokens")
+        );
+        assert_eq!(
+            param(r#"{"model": "m", "messages": [{"role": "wizard", "content": "x"}]}"#).as_deref(),
+            Some("messages[0].role")
+        );
+        assert!(parse_body::<oa::ChatCompletionRequest>(b"{nope").is_err());
+    }
+}
