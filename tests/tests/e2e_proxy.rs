@@ -1394,3 +1394,42 @@ async fn test_upstream_errors_mapped_without_leaking_credentials_or_urls() {
     assert_eq!(r.json()["type"], "error");
     assert_eq!(r.json()["error"]["type"], "api_error");
 }
+
+/// DESIGN.md: if the client disconnects, keep reading the upstream to get real usage.
+#[tokio::test]
+async fn test_client_disconnect_mid_stream_still_reads_upstream_usage() {
+    let w = world().await;
+    let resp = client()
+        .post(w.url("/v1/chat/completions"))
+        .bearer_auth(&w.keys.basic)
+        .json(&chat_body("slow", true, false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let id = resp.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let mut body = resp.bytes_stream();
+    let first = body.next().await.expect("first bytes").unwrap();
+    assert!(String::from_utf8_lossy(&first).contains("data:"));
+    drop(body); // the client goes away after the first chunk
+    let t0 = Instant::now();
+    let line = loop {
+        let log = std::fs::read_to_string(&w.worker.proc.log).unwrap_or_default();
+        let found = log
+            .lines()
+            .filter_map(|l| l.find("{\"msg\":\"request\"").map(|i| &l[i..]))
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|v| v["request_id"] == id.as_str());
+        if let Some(v) = found {
+            break v;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(15),
+            "no log line for {id}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    // The upstream was read to its end: the provider's usage for all 5 chunks.
+    assert_eq!(line["tokens"]["output_tokens"], 5, "{line}");
+    assert_eq!(line["tokens"]["input_tokens"], 3, "{line}");
+}

@@ -751,6 +751,7 @@ pub async fn chat_handler(
             ctx.wait_until(async move {
                 let outcome = pump(*up, eg, tx, &mut log).await;
                 log.usage = outcome.usage;
+                log.client_disconnected = outcome.client_disconnected;
                 log.log();
                 metering::settle(&env2, &meter_req, reservation, outcome).await;
             });

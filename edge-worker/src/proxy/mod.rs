@@ -40,6 +40,8 @@ pub struct ReqCtx {
     pub ttft_ms: Option<f64>,
     pub usage: Option<Usage>,
     pub error: Option<String>,
+    /// The client went away before the end of a stream.
+    pub client_disconnected: bool,
 }
 
 impl ReqCtx {
@@ -58,6 +60,7 @@ impl ReqCtx {
             ttft_ms: None,
             usage: None,
             error: None,
+            client_disconnected: false,
         }
     }
 
@@ -99,6 +102,7 @@ impl ReqCtx {
             "ttft_ms": self.ttft_ms.map(f64::round),
             "tokens": usage,
             "error": self.error,
+            "client_disconnected": self.client_disconnected,
         });
         worker::console_log!("{}", line);
     }
