@@ -746,6 +746,7 @@ pub async fn chat_handler(
                 egress()
             };
             let resp = sse_response(rc, rx)?;
+            rc.overhead_at_commit = Some(rc.overhead_ms());
             let mut log = rc.clone();
             let env2 = env.clone();
             ctx.wait_until(async move {

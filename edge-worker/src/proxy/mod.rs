@@ -42,6 +42,9 @@ pub struct ReqCtx {
     pub error: Option<String>,
     /// The client went away before the end of a stream.
     pub client_disconnected: bool,
+    /// For streams: the overhead when the headers went out (the rest of the stream is
+    /// the upstream's pace, not gateway time).
+    pub overhead_at_commit: Option<f64>,
 }
 
 impl ReqCtx {
@@ -61,6 +64,7 @@ impl ReqCtx {
             usage: None,
             error: None,
             client_disconnected: false,
+            overhead_at_commit: None,
         }
     }
 
@@ -98,7 +102,7 @@ impl ReqCtx {
             "status": self.status,
             "attempts": self.attempts,
             "latency_ms": (clock_ms() - self.started).round(),
-            "overhead_ms": self.overhead_ms().round(),
+            "overhead_ms": self.overhead_at_commit.unwrap_or_else(|| self.overhead_ms()).round(),
             "ttft_ms": self.ttft_ms.map(f64::round),
             "tokens": usage,
             "error": self.error,
