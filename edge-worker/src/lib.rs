@@ -2,29 +2,23 @@
 //!
 //! Bindings: KV `KEYS` (key records), KV `CONFIG` (catalogue snapshots), D1 `LEDGER`
 //! (wallets, allowances, usage). The worker is the only writer of all three.
-//! Handlers never panic: on Workers a panic kills the isolate.
+//! Handlers never panic: on Workers a panic kills the isolate. The request pipeline is
+//! documented at the top of [`router`].
 
+mod auth;
+mod breakers;
+mod catalogue;
+mod config;
 mod health;
+mod metering;
+mod proxy;
+mod router;
+mod upstream;
+mod util;
 
 use worker::{event, Context, Env, Request, Response, Result};
 
 #[event(fetch)]
-async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
-    let path = req.path();
-    match (req.method(), path.as_str()) {
-        (worker::Method::Get, "/health") => health::health_handler(&env).await,
-        _ => not_found(&path),
-    }
-}
-
-fn not_found(path: &str) -> Result<Response> {
-    let body = serde_json::json!({
-        "error": {
-            "message": format!("Unknown route: {path}"),
-            "type": "invalid_request_error",
-            "code": "not_found",
-            "param": null,
-        }
-    });
-    Ok(Response::from_json(&body)?.with_status(404))
+async fn fetch(req: Request, env: Env, ctx: Context) -> Result<Response> {
+    router::handle(req, env, ctx).await
 }
