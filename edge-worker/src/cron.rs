@@ -20,7 +20,8 @@ use worker::wasm_bindgen::JsValue;
 use worker::{console_log, Date, Delay, Env, Fetch, Headers, Method, Request, RequestInit};
 use worker::{RequestRedirect, Result};
 
-use crate::passthrough::load_catalogue;
+use crate::catalogue;
+use crate::config::Config;
 
 /// Upper bound for one probe.
 pub const PROBE_TIMEOUT_MS: u64 = 10_000;
@@ -40,8 +41,8 @@ pub struct ProbeResult {
 }
 
 fn allow_loopback(env: &Env) -> bool {
-    env.var("ALLOW_LOOPBACK_UPSTREAMS")
-        .map(|v| v.to_string().trim().eq_ignore_ascii_case("true"))
+    Config::get(env)
+        .map(|c| c.allow_loopback_upstreams)
         .unwrap_or(false)
 }
 
@@ -60,10 +61,8 @@ pub async fn run_health_checks(env: &Env) {
 }
 
 async fn check_all(env: &Env) -> Result<usize> {
-    let catalogue = load_catalogue(env)
-        .await
-        .map_err(|e| worker::Error::RustError(e.to_string()))?;
-    let Some(catalogue) = catalogue else {
+    // TTL 0: always read the current pointer; nothing published = nothing to check.
+    let Ok(catalogue) = catalogue::load(env, 0).await else {
         return Ok(0);
     };
     let policy = SsrfPolicy {

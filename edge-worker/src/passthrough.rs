@@ -17,18 +17,22 @@
 //! `localhost:PORT` entries, fetched over plain http.
 
 use std::collections::BTreeMap;
+use std::rc::Rc;
 
-use tollbooth_core::auth::{bearer_token, ApiKey};
-use tollbooth_core::catalogue::{AuthStyle, Catalogue};
+use tollbooth_core::catalogue::AuthStyle;
 use tollbooth_core::error::GatewayError;
-use tollbooth_core::keyrecord::{KeyRecord, KeyRejection, KeyRole};
+use tollbooth_core::keyrecord::{KeyRecord, KeyRole};
 use tollbooth_core::ssrf::{self, Host, ParsedUrl, Scheme, SsrfError, SsrfPolicy};
 use worker::{
-    Date, Env, Fetch, Headers, Method, Request, RequestInit, RequestRedirect, Response,
-    ResponseBody,
+    Env, Fetch, Headers, Method, Request, RequestInit, RequestRedirect, Response, ResponseBody,
 };
 
+use crate::auth::{authenticate, KvKeyStore};
+use crate::catalogue;
+use crate::config::Config;
 use crate::protect::{self, ProtectConfig};
+use crate::proxy::{error_response, ReqCtx, Shape};
+use crate::util::{clock_ms, request_id};
 
 /// Allow-listed domains when `PASSTHROUGH_DOMAINS` is unset.
 pub const DEFAULT_DOMAINS: &[(&str, AuthStyle)] = &[
@@ -109,11 +113,8 @@ fn domain_key(url: &ParsedUrl) -> String {
 }
 
 impl DomainPolicy {
-    pub fn from_env(env: &Env) -> Self {
-        let allow_loopback = env
-            .var("ALLOW_LOOPBACK_UPSTREAMS")
-            .map(|v| v.to_string().trim().eq_ignore_ascii_case("true"))
-            .unwrap_or(false);
+    pub fn from_env(env: &Env, config: &Config) -> Self {
+        let allow_loopback = config.allow_loopback_upstreams;
         let raw = env.var("PASSTHROUGH_DOMAINS").ok().map(|v| v.to_string());
         let domains = match raw {
             Some(raw) => Self::parse(&raw),
@@ -154,61 +155,31 @@ impl DomainPolicy {
     }
 }
 
-fn now_secs() -> u64 {
-    Date::now().as_millis() / 1000
-}
-
-/// The key the caller presented: `Authorization: Bearer`, `x-api-key` or
-/// `x-goog-api-key`.
-fn presented_key(req: &Request) -> worker::Result<Option<String>> {
-    let h = req.headers();
-    if let Some(v) = h.get("authorization")? {
-        return Ok(bearer_token(&v).map(str::to_owned));
-    }
-    for name in ["x-api-key", "x-goog-api-key"] {
-        if let Some(v) = h.get(name)? {
-            return Ok(Some(v.trim().to_owned()));
+/// Authenticates the caller with the router's key store (same checks as every other
+/// route) and requires the `operator` role.
+pub async fn authenticate_operator(
+    req: &Request,
+    env: &Env,
+    config: &Config,
+) -> Result<Rc<KeyRecord>, GatewayError> {
+    let store = KvKeyStore::new(env, config.key_cache_ttl_ms);
+    let record = match req.headers().get("x-goog-api-key").ok().flatten() {
+        // Gemini SDKs send the key as `x-goog-api-key`; the shared auth reads bearer
+        // and `x-api-key` only.
+        Some(k) if !req.headers().has("authorization").unwrap_or(false) => {
+            let headers = Headers::new();
+            let internal = |_| GatewayError::internal("could not read the credentials");
+            headers
+                .set("authorization", &format!("Bearer {}", k.trim()))
+                .map_err(internal)?;
+            let mut init = RequestInit::new();
+            init.with_headers(headers);
+            let auth_req = Request::new_with_init("https://tollbooth.internal/auth", &init)
+                .map_err(internal)?;
+            authenticate(&auth_req, &store).await?
         }
-    }
-    Ok(None)
-}
-
-/// Authenticates an operator key against KV `KEYS`.
-pub async fn authenticate_operator(req: &Request, env: &Env) -> Result<KeyRecord, GatewayError> {
-    let presented = presented_key(req)
-        .map_err(|_| GatewayError::invalid_api_key())?
-        .ok_or_else(|| {
-            GatewayError::authentication(
-                "Missing API key: send `Authorization: Bearer <key>`.",
-                "missing_api_key",
-            )
-        })?;
-    let key = ApiKey::parse(&presented).map_err(|_| GatewayError::invalid_api_key())?;
-    let kv = env
-        .kv("KEYS")
-        .map_err(|_| GatewayError::internal("key store unavailable"))?;
-    let record: Option<KeyRecord> = kv
-        .get(&KeyRecord::kv_key(key.public_id()))
-        .json()
-        .await
-        .map_err(|_| GatewayError::internal("key store unavailable"))?;
-    let record = record.ok_or_else(GatewayError::invalid_api_key)?;
-    match record.check(key.secret(), now_secs()) {
-        Ok(()) => {}
-        Err(KeyRejection::BadSecret) => return Err(GatewayError::invalid_api_key()),
-        Err(KeyRejection::Disabled) => {
-            return Err(GatewayError::authentication(
-                "This API key is disabled.",
-                "key_disabled",
-            ))
-        }
-        Err(KeyRejection::Expired) => {
-            return Err(GatewayError::authentication(
-                "This API key has expired.",
-                "key_expired",
-            ))
-        }
-    }
+        _ => authenticate(req, &store).await?,
+    };
     if record.role != KeyRole::Operator {
         return Err(GatewayError::permission_denied(
             "The pass-through proxy is for operator keys only.",
@@ -287,33 +258,6 @@ pub fn target_url(
     Ok((parsed, url, style))
 }
 
-/// Loads the current catalogue from KV `CONFIG` (`catalogue:current` →
-/// `catalogue:v:<version>`).
-pub async fn load_catalogue(env: &Env) -> Result<Option<Catalogue>, GatewayError> {
-    let kv = env
-        .kv("CONFIG")
-        .map_err(|_| GatewayError::internal("config store unavailable"))?;
-    let Some(version) = kv
-        .get("catalogue:current")
-        .text()
-        .await
-        .map_err(|_| GatewayError::internal("config store unavailable"))?
-    else {
-        return Ok(None);
-    };
-    let Some(json) = kv
-        .get(&format!("catalogue:v:{}", version.trim()))
-        .text()
-        .await
-        .map_err(|_| GatewayError::internal("config store unavailable"))?
-    else {
-        return Ok(None);
-    };
-    Catalogue::from_json(&json)
-        .map(Some)
-        .map_err(|_| GatewayError::internal("the published catalogue is invalid"))
-}
-
 fn env_secret_name(domain_key: &str) -> String {
     let mut s = String::from("PASSTHROUGH_KEY_");
     s.extend(domain_key.chars().map(|c| {
@@ -328,9 +272,14 @@ fn env_secret_name(domain_key: &str) -> String {
 
 /// The gateway's credential for `domain_key`: the first enabled catalogue provider with
 /// that host, else the secret `PASSTHROUGH_KEY_<DOMAIN>`.
-async fn credential_for(env: &Env, target: &ParsedUrl) -> Result<String, GatewayError> {
+async fn credential_for(
+    env: &Env,
+    config: &Config,
+    target: &ParsedUrl,
+) -> Result<String, GatewayError> {
     let key = domain_key(target);
-    if let Some(cat) = load_catalogue(env).await? {
+    // No published catalogue is fine here: the secret may still name a key.
+    if let Ok(cat) = catalogue::load(env, config.catalogue_ttl_ms).await {
         for p in cat.snapshot().providers.iter().filter(|p| p.enabled) {
             let same_host = ssrf::parse_url(&p.base_url)
                 .map(|u| u.host == target.host && u.port == target.port)
@@ -364,31 +313,67 @@ fn auth_header(style: AuthStyle, secret: &str) -> (&'static str, String) {
     }
 }
 
-/// `/{domain}/{api_path}`: see the module docs.
+/// `/{domain}/{api_path}` (after the optional path prefix): see the module docs.
 pub async fn passthrough_handler(
     mut req: Request,
     env: &Env,
     cfg: &ProtectConfig,
 ) -> worker::Result<Response> {
-    let path = req.path();
-    match forward(&mut req, env, cfg).await {
-        Ok(resp) => Ok(resp),
-        Err(e) => protect::error_response(&path, &e),
+    let full_path = req.path();
+    let mut rc = ReqCtx::new(request_id(), req.method().to_string(), full_path.clone());
+    let shape = if full_path.ends_with("/v1/messages") {
+        Shape::Anthropic
+    } else {
+        Shape::OpenAi
+    };
+    let result = match Config::get(env) {
+        Ok(config) => forward(&mut rc, &mut req, env, &config, cfg).await,
+        Err(_) => Err(GatewayError::internal("Invalid gateway configuration.")),
+    };
+    let resp = match result {
+        Ok(resp) => {
+            rc.status = resp.status_code();
+            resp
+        }
+        Err(e) => {
+            rc.status = e.http_status();
+            rc.error = Some(e.safe_message());
+            error_response(&e, shape)
+        }
+    };
+    rc.stamp(resp.headers());
+    rc.log();
+    Ok(resp)
+}
+
+/// Strips the configured path prefix; `None` when the path is not under it.
+pub fn strip_prefix<'a>(path: &'a str, env: &Env) -> &'a str {
+    match Config::get(env) {
+        Ok(c) if !c.path_prefix.is_empty() => path
+            .strip_prefix(c.path_prefix.as_str())
+            .filter(|p| p.starts_with('/'))
+            .unwrap_or(path),
+        _ => path,
     }
 }
 
 async fn forward(
+    rc: &mut ReqCtx,
     req: &mut Request,
     env: &Env,
+    config: &Config,
     cfg: &ProtectConfig,
 ) -> Result<Response, GatewayError> {
-    authenticate_operator(req, env).await?;
-    let policy = DomainPolicy::from_env(env);
+    let key = authenticate_operator(req, env, config).await?;
+    rc.key_public_id = Some(key.public_id.clone());
+    let policy = DomainPolicy::from_env(env, config);
     let url = req
         .url()
         .map_err(|_| GatewayError::invalid_request("bad request URL"))?;
-    let (target, target_str, style) = target_url(url.path(), url.query(), &policy)?;
-    let secret = credential_for(env, &target).await?;
+    let path = strip_prefix(url.path(), env);
+    let (target, target_str, style) = target_url(path, url.query(), &policy)?;
+    rc.deployment = Some(format!("passthrough/{}", domain_key(&target)));
+    let secret = credential_for(env, config, &target).await?;
 
     let method = req.method();
     let body = match method {
@@ -414,17 +399,16 @@ async fn forward(
         init.with_body(Some(array.into()));
     }
     let upstream_req = Request::new_with_init(&target_str, &init).map_err(internal)?;
-    let mut upstream =
-        Fetch::Request(upstream_req)
-            .send()
-            .await
-            .map_err(|_| GatewayError::Upstream {
-                status: 0,
-                message: format!(
-                    "Could not reach the pass-through target `{}`.",
-                    domain_key(&target)
-                ),
-            })?;
+    let t0 = clock_ms();
+    let sent = Fetch::Request(upstream_req).send().await;
+    rc.upstream_ms += clock_ms() - t0;
+    let mut upstream = sent.map_err(|_| GatewayError::Upstream {
+        status: 0,
+        message: format!(
+            "Could not reach the pass-through target `{}`.",
+            domain_key(&target)
+        ),
+    })?;
     let status = upstream.status_code();
     if (300..400).contains(&status) {
         return Err(GatewayError::Upstream {

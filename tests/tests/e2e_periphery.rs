@@ -671,3 +671,157 @@ async fn test_passthrough_loopback_refused_without_local_mode() {
     }
     assert!(mock_requests(&mock).await.is_empty());
 }
+
+mod ws {
+    use super::*;
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::Message;
+
+    type Socket = tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >;
+
+    /// Sends one request and collects the answer: chunk texts until `[DONE]` or an
+    /// error message, with the arrival time of each.
+    async fn ask(socket: &mut Socket, request: Value) -> Vec<(Duration, String)> {
+        let started = Instant::now();
+        socket
+            .send(Message::Text(request.to_string()))
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        while let Some(msg) = tokio::time::timeout(Duration::from_secs(20), socket.next())
+            .await
+            .expect("answer in time")
+        {
+            let text = match msg.unwrap() {
+                Message::Text(t) => t,
+                Message::Ping(_) | Message::Pong(_) => continue,
+                other => panic!("unexpected message {other:?}"),
+            };
+            let end = text == "[DONE]" || text.contains("\"error\"");
+            out.push((started.elapsed(), text));
+            if end {
+                break;
+            }
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn test_websocket_chat_streams_chunks_through_the_chat_pipeline() {
+        let mock = MockUpstream::start(&[]).await.unwrap();
+        let worker = EdgeWorker::start(WorkerOptions {
+            vars: vec![("ALLOW_LOOPBACK_UPSTREAMS".into(), "true".into())],
+        })
+        .await
+        .unwrap();
+        let keys = put_keys(&worker);
+        put_catalogue(
+            &worker,
+            &json!({
+                "version": "ws1",
+                "providers": [{"id": "oa", "kind": "openai", "base_url": format!("{}/v1", mock.base_url),
+                    "credentials": [{"id": "oa-1", "secret": "sk-upstream-ws-secret"}]}],
+                "models": [
+                    {"name": "chat", "deployments": [{"provider": "oa", "model": "m@chunks=3,delay=300"}]},
+                    {"name": "quick", "deployments": [{"provider": "oa", "model": "m"}]}
+                ],
+                "plans": [{"id": "ops", "allowed_models": ["*"]}]
+            }),
+        );
+        let url = format!(
+            "{}/v1/chat/completions/ws",
+            worker.base_url.replace("http://", "ws://")
+        );
+
+        // Header auth.
+        let mut req = url.as_str().into_client_request().unwrap();
+        req.headers_mut().insert(
+            "authorization",
+            format!("Bearer {}", keys.member).parse().unwrap(),
+        );
+        let (mut socket, resp) = tokio_tungstenite::connect_async(req).await.unwrap();
+        assert_eq!(resp.status(), 101);
+        assert!(resp.headers().get("x-request-id").is_some());
+
+        let answer = ask(
+            &mut socket,
+            json!({"model": "chat", "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .await;
+        let (last_at, last) = answer.last().unwrap().clone();
+        assert_eq!(last, "[DONE]", "{answer:?}");
+        let chunks: Vec<Value> = answer[..answer.len() - 1]
+            .iter()
+            .map(|(_, t)| serde_json::from_str(t).unwrap())
+            .collect();
+        assert!(chunks
+            .iter()
+            .all(|c| c["object"] == "chat.completion.chunk"));
+        let text: String = chunks
+            .iter()
+            .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+            .collect();
+        assert!(text.contains("tok"), "{text}");
+        // Chunks arrive as the upstream produces them (300 ms apart), not at the end.
+        let first_at = answer[0].0;
+        assert!(
+            last_at - first_at >= Duration::from_millis(500),
+            "buffered: first {first_at:?}, last {last_at:?}"
+        );
+        // The upstream saw a streaming request with the gateway's credential.
+        let seen = last_request(&mock).await;
+        assert_eq!(seen["body"]["stream"], true);
+        assert_eq!(
+            seen["headers"]["authorization"],
+            "Bearer sk-upstream-ws-secret"
+        );
+
+        // Errors come back as one message and the socket stays usable.
+        let answer = ask(
+            &mut socket,
+            json!({"model": "nope", "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .await;
+        let err: Value = serde_json::from_str(&answer[0].1).unwrap();
+        assert_eq!(err["error"]["code"], "model_not_found", "{err}");
+        socket.send(Message::Text("not json".into())).await.unwrap();
+        let msg = socket.next().await.unwrap().unwrap();
+        let err: Value = serde_json::from_str(msg.to_text().unwrap()).unwrap();
+        assert_eq!(err["error"]["type"], "invalid_request_error");
+        let answer = ask(
+            &mut socket,
+            json!({"model": "quick", "messages": [{"role": "user", "content": "again"}]}),
+        )
+        .await;
+        assert_eq!(answer.last().unwrap().1, "[DONE]");
+        socket.close(None).await.unwrap();
+
+        // Browser style: the key in a subprotocol; the server picks `tollbooth.chat`.
+        let mut req = url.as_str().into_client_request().unwrap();
+        req.headers_mut().insert(
+            "sec-websocket-protocol",
+            format!("tollbooth.chat, openai-insecure-api-key.{}", keys.member)
+                .parse()
+                .unwrap(),
+        );
+        let (mut socket, resp) = tokio_tungstenite::connect_async(req).await.unwrap();
+        assert_eq!(resp.headers()["sec-websocket-protocol"], "tollbooth.chat");
+        let answer = ask(
+            &mut socket,
+            json!({"model": "quick", "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .await;
+        assert_eq!(answer.last().unwrap().1, "[DONE]");
+
+        // No key: refused before the upgrade, as plain HTTP.
+        match tokio_tungstenite::connect_async(url.as_str()).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+                assert_eq!(resp.status(), 401)
+            }
+            other => panic!("expected 401, got {other:?}"),
+        }
+    }
+}
