@@ -5,10 +5,12 @@
 //! `anthropic-version` / Azure query parameters from the provider) — bounded by
 //! [`PROBE_TIMEOUT_MS`]. The latest result per credential goes to D1
 //! `credential_health` (migration 0002). [`unhealthy_credentials`] is what the router
-//! reads to skip credentials whose last check failed recently.
+//! reads to skip credentials whose last check failed recently; [`marked_unhealthy`] is
+//! the isolate-cached form `breakers::allows` consults.
 //!
 //! Probe URLs pass the same SSRF check as every other upstream URL.
 
+use std::cell::RefCell;
 use std::collections::HashSet;
 use std::time::Duration;
 
@@ -17,9 +19,12 @@ use serde::Deserialize;
 use tollbooth_core::catalogue::{AuthStyle, Credential, Provider, ProviderKind};
 use tollbooth_core::ssrf::{self, SsrfPolicy};
 use worker::wasm_bindgen::JsValue;
-use worker::{console_log, Date, Delay, Env, Fetch, Headers, Method, Request, RequestInit};
+use worker::{
+    console_log, Context, Date, Delay, Env, Fetch, Headers, Method, Request, RequestInit,
+};
 use worker::{RequestRedirect, Result};
 
+use crate::breakers::breaker_key;
 use crate::catalogue;
 use crate::config::Config;
 
@@ -196,10 +201,59 @@ struct FailedRow {
     credential_id: String,
 }
 
+/// How long an isolate trusts its copy of the unhealthy set.
+const HEALTH_CACHE_MS: u64 = 30_000;
+
+#[derive(Default)]
+struct HealthCache {
+    fetched_ms: u64,
+    refreshing: bool,
+    /// Breaker keys (`<provider>/<credential>`) whose last check failed.
+    unhealthy: HashSet<String>,
+}
+
+thread_local! {
+    static HEALTH: RefCell<HealthCache> = RefCell::new(HealthCache::default());
+}
+
+/// Whether the last health check of this credential (a breaker key,
+/// `<provider>/<credential>`) failed. Synchronous and free: it reads the isolate's copy,
+/// which [`refresh_in_background`] keeps fresh. The router treats such credentials like
+/// open breakers: tried only after every healthy one.
+pub fn marked_unhealthy(breaker_key: &str) -> bool {
+    HEALTH.with(|h| h.borrow().unhealthy.contains(breaker_key))
+}
+
+/// Re-reads the unhealthy set from D1 after the response, at most every
+/// [`HEALTH_CACHE_MS`] per isolate: the request path never waits on it.
+pub fn refresh_in_background(env: &Env, ctx: &Context) {
+    let now = Date::now().as_millis();
+    let due = HEALTH.with(|h| {
+        let mut h = h.borrow_mut();
+        if h.refreshing || now.saturating_sub(h.fetched_ms) < HEALTH_CACHE_MS {
+            return false;
+        }
+        h.refreshing = true;
+        true
+    });
+    if !due {
+        return;
+    }
+    let env = env.clone();
+    ctx.wait_until(async move {
+        let set = unhealthy_credentials(&env).await;
+        HEALTH.with(|h| {
+            let mut h = h.borrow_mut();
+            h.unhealthy = set.into_iter().map(|(p, c)| breaker_key(&p, &c)).collect();
+            h.fetched_ms = Date::now().as_millis();
+            h.refreshing = false;
+        });
+    });
+}
+
 /// `(provider id, credential id)` pairs whose last check failed within
-/// [`UNHEALTHY_TTL_MS`]. The router skips these while others remain; an empty set on any
-/// D1 error (health data must never take the request path down).
-#[allow(dead_code)] // called by the router's credential choice (edge-spine)
+/// [`UNHEALTHY_TTL_MS`]. Empty on any D1 error: health data must never take the
+/// request path down.
 pub async fn unhealthy_credentials(env: &Env) -> HashSet<(String, String)> {
     let since = Date::now().as_millis().saturating_sub(UNHEALTHY_TTL_MS);
     let Ok(db) = env.d1("LEDGER") else {

@@ -364,6 +364,7 @@ async fn forward(
     config: &Config,
     cfg: &ProtectConfig,
 ) -> Result<Response, GatewayError> {
+    protect::check_declared_length(req, cfg.max_body_bytes)?;
     let key = authenticate_operator(req, env, config).await?;
     rc.key_public_id = Some(key.public_id.clone());
     let policy = DomainPolicy::from_env(env, config);

@@ -185,19 +185,18 @@ pub fn probe_response() -> Result<Response> {
     Response::error("Not Found", 404)
 }
 
-/// Renders a gateway error in the shape the route's clients expect (Anthropic's on
-/// `/v1/messages`, OpenAI's elsewhere).
-pub fn error_response(path: &str, err: &GatewayError) -> Result<Response> {
-    let body = if path.ends_with("/v1/messages") {
-        err.anthropic_body()
-    } else {
-        err.openai_body()
-    };
-    let mut resp = Response::from_json(&body)?.with_status(err.http_status());
-    if let Some(secs) = err.retry_after_secs() {
-        resp.headers_mut().set("retry-after", &secs.to_string())?;
+/// 413 when the declared `Content-Length` exceeds `limit` (before reading anything).
+pub fn check_declared_length(req: &Request, limit: u64) -> std::result::Result<(), GatewayError> {
+    let declared = req
+        .headers()
+        .get("content-length")
+        .ok()
+        .flatten()
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    match declared {
+        Some(n) if n > limit => Err(GatewayError::payload_too_large(limit)),
+        _ => Ok(()),
     }
-    Ok(resp)
 }
 
 /// What the router should do before dispatching.
@@ -209,18 +208,14 @@ pub enum Verdict {
     Answer(Response),
 }
 
-/// The checks that run before any route: probes, declared body size, CORS preflight.
+/// The checks that run before any route: probes and CORS preflight. (The body limit is
+/// checked by each handler, before auth, with [`check_declared_length`], so that the
+/// 413 carries the request id and gets its log line like every other error.)
 pub fn guard(req: &Request, cfg: &ProtectConfig) -> Result<Verdict> {
     let path = req.path();
     let ua = req.headers().get("user-agent")?;
     if cfg.is_probe(&path, ua.as_deref()) {
         return Ok(Verdict::Answer(probe_response()?));
-    }
-    if let Some(len) = req.headers().get("content-length")? {
-        if len.trim().parse::<u64>().unwrap_or(0) > cfg.max_body_bytes {
-            let err = GatewayError::payload_too_large(cfg.max_body_bytes);
-            return Ok(Verdict::Answer(error_response(&path, &err)?));
-        }
     }
     if req.method() == Method::Options {
         let origin = req.headers().get("origin")?;

@@ -710,8 +710,12 @@ mod ws {
     }
 
     #[tokio::test]
-    async fn test_websocket_chat_streams_chunks_through_the_chat_pipeline() {
+    async fn test_websocket_chat_and_health_aware_routing() {
         let mock = MockUpstream::start(&[]).await.unwrap();
+        // Accepts only one of the two credentials of provider `hc`.
+        let picky = MockUpstream::start(&["--require-key", "sk-hc-good"])
+            .await
+            .unwrap();
         let worker = EdgeWorker::start(WorkerOptions {
             vars: vec![("ALLOW_LOOPBACK_UPSTREAMS".into(), "true".into())],
         })
@@ -722,15 +726,76 @@ mod ws {
             &worker,
             &json!({
                 "version": "ws1",
-                "providers": [{"id": "oa", "kind": "openai", "base_url": format!("{}/v1", mock.base_url),
-                    "credentials": [{"id": "oa-1", "secret": "sk-upstream-ws-secret"}]}],
+                "providers": [
+                    {"id": "oa", "kind": "openai", "base_url": format!("{}/v1", mock.base_url),
+                     "credentials": [{"id": "oa-1", "secret": "sk-upstream-ws-secret"}]},
+                    {"id": "hc", "kind": "openai", "base_url": format!("{}/v1", picky.base_url),
+                     "credentials": [{"id": "hc-bad", "secret": "sk-hc-bad"},
+                                     {"id": "hc-good", "secret": "sk-hc-good"}]}
+                ],
                 "models": [
                     {"name": "chat", "deployments": [{"provider": "oa", "model": "m@chunks=3,delay=300"}]},
-                    {"name": "quick", "deployments": [{"provider": "oa", "model": "m"}]}
+                    {"name": "quick", "deployments": [{"provider": "oa", "model": "m"}]},
+                    {"name": "hc", "deployments": [{"provider": "hc", "model": "m"}]}
                 ],
                 "plans": [{"id": "ops", "allowed_models": ["*"]}]
             }),
         );
+
+        // --- Health-aware routing: the Cron check marks `hc-bad` failed; after the
+        // isolate refreshes its copy, requests never go to it first.
+        let http = reqwest::Client::new();
+        http.get(format!("{}/__scheduled?cron=*/5+*+*+*+*", worker.base_url))
+            .send()
+            .await
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let out = worker
+                .wrangler_local(&[
+                    "d1",
+                    "execute",
+                    "LEDGER",
+                    "--json",
+                    "--command",
+                    "SELECT ok FROM credential_health WHERE credential_id = 'hc-bad'",
+                ])
+                .unwrap();
+            let parsed: Value = serde_json::from_str(&out).unwrap();
+            if parsed[0]["results"][0]["ok"] == 0 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "no failed health row: {parsed}");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        let chat = |model: &str| {
+            http.post(format!("{}/v1/chat/completions", worker.base_url))
+                .bearer_auth(&keys.member)
+                .json(&json!({"model": model, "messages": [{"role": "user", "content": "hi"}]}))
+                .send()
+        };
+        // The first routed request makes the isolate re-read the health table (after
+        // its response, off the request path).
+        let _ = chat("hc").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        reqwest::Client::new()
+            .delete(format!("{}/_mock/requests", picky.base_url))
+            .send()
+            .await
+            .unwrap();
+        for _ in 0..12 {
+            let resp = chat("hc").await.unwrap();
+            assert_eq!(resp.status(), 200);
+        }
+        let seen = mock_requests(&picky).await;
+        assert_eq!(
+            seen.len(),
+            12,
+            "every request went to the healthy key first"
+        );
+        assert!(seen
+            .iter()
+            .all(|r| r["headers"]["authorization"] == "Bearer sk-hc-good"));
         let url = format!(
             "{}/v1/chat/completions/ws",
             worker.base_url.replace("http://", "ws://")
