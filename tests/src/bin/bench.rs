@@ -117,9 +117,10 @@ async fn open_loop(
     rps: u32,
     secs: u64,
     stream: bool,
-) -> (Stats, Stats) {
+) -> (Stats, Stats, Stats) {
     let first = Arc::new(Mutex::new(Stats::default()));
     let total = Arc::new(Mutex::new(Stats::default()));
+    let overhead = Arc::new(Mutex::new(Stats::default()));
     let interval = Duration::from_secs_f64(1.0 / f64::from(rps));
     let n = u64::from(rps) * secs;
     let start = Instant::now();
@@ -128,12 +129,21 @@ async fn open_loop(
         let scheduled = start + interval.mul_f64(i as f64);
         tokio::time::sleep_until(scheduled.into()).await;
         let req = t.request(client, stream).timeout(Duration::from_secs(30));
-        let (first, total) = (first.clone(), total.clone());
+        let (first, total, overhead) = (first.clone(), total.clone(), overhead.clone());
         handles.push(tokio::spawn(async move {
             let outcome = async {
                 let mut resp = req.send().await?;
                 if !resp.status().is_success() {
                     return Ok::<_, reqwest::Error>(None);
+                }
+                // The worker's own account of time not spent waiting on the upstream.
+                if let Some(v) = resp
+                    .headers()
+                    .get("x-tollbooth-overhead-ms")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<f64>().ok())
+                {
+                    overhead.lock().await.samples.push(v);
                 }
                 let mut ttfb = None;
                 while let Some(chunk) = resp.chunk().await? {
@@ -163,7 +173,8 @@ async fn open_loop(
     }
     let f = first.lock().await.clone();
     let t = total.lock().await.clone();
-    (f, t)
+    let o = overhead.lock().await.clone();
+    (f, t, o)
 }
 
 /// Closed loop: `concurrency` workers back to back for `secs`; completed requests/s.
@@ -218,6 +229,7 @@ fn sh(cmd: &str) -> String {
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
     let o = parse_opts()?;
+    let load_before = sh("cut -d' ' -f1-3 /proc/loadavg");
     let mock = MockUpstream::start(&[]).await?;
     let worker = EdgeWorker::start(WorkerOptions {
         vars: vec![("ALLOW_LOOPBACK_UPSTREAMS".into(), "true".into())],
@@ -276,16 +288,19 @@ async fn main() -> Result<(), BoxError> {
     };
     // Warm up both (isolate, caches, connection pools).
     for t in [&direct, &gateway] {
-        let (_, s) = open_loop(&client, t, 20, 2, false).await;
+        let (_, s, _) = open_loop(&client, t, 20, 2, false).await;
         if s.samples.is_empty() {
             return Err(format!("{} answers nothing: {} errors", t.name, s.errors).into());
         }
     }
 
     let mut lat = Vec::new();
+    let mut overheads = Vec::new();
     for t in [&direct, &gateway] {
         eprintln!("latency: {} at {} rps for {} s", t.name, o.rps, o.secs);
-        lat.push(open_loop(&client, t, o.rps, o.secs, false).await.1);
+        let (_, total, overhead) = open_loop(&client, t, o.rps, o.secs, false).await;
+        lat.push(total);
+        overheads.push(overhead);
     }
     let mut ttfb = Vec::new();
     for t in [&direct, &gateway] {
@@ -314,10 +329,11 @@ async fn main() -> Result<(), BoxError> {
 
     let mut r = String::new();
     r.push_str(&format!(
-        "Machine: {} cores, {}; {}; wrangler {}; run at {}\n\n",
+        "Machine: {} cores, {}; {}; load average before the run {}; wrangler {}; run at {}\n\n",
         sh("nproc"),
         sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"),
         sh("uname -sr"),
+        load_before,
         sh("wrangler --version 2>/dev/null | tail -n1"),
         sh("date -u +%Y-%m-%dT%H:%M:%SZ"),
     ));
@@ -348,12 +364,21 @@ async fn main() -> Result<(), BoxError> {
             g.pct(99.0) / d.pct(99.0),
         ));
     }
+    if let Some(ov) = overheads.get(1).filter(|o| !o.samples.is_empty()) {
+        r.push_str(&format!(
+            "\nThe worker's own overhead header (`x-tollbooth-overhead-ms`, whole ms: time in the \
+             worker not spent waiting on the upstream): p50 {:.0} ms, p99 {:.0} ms, mean {:.2} ms\n",
+            ov.pct(50.0),
+            ov.pct(99.0),
+            ov.mean()
+        ));
+    }
     r.push_str(&format!(
         "\n### Streams (20 chunks), open loop at {} rps for {} s (ms)\n\n",
         o.stream_rps, o.stream_secs
     ));
     r.push_str("| target | n | errors | TTFB p50 | TTFB p99 | full stream p50 | full stream p99 |\n|---|---|---|---|---|---|---|\n");
-    for (t, (f, s)) in [&direct, &gateway].iter().zip(&ttfb) {
+    for (t, (f, s, _)) in [&direct, &gateway].iter().zip(&ttfb) {
         r.push_str(&format!(
             "| {} | {} | {} | {:.2} | {:.2} | {:.2} | {:.2} |\n",
             t.name,
