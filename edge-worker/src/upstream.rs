@@ -150,6 +150,34 @@ pub fn chat_request(
     })
 }
 
+/// An Anthropic Messages body forwarded (almost) as the client sent it, for `/v1/messages`
+/// against an Anthropic upstream: `cache_control`, thinking blocks with their signatures
+/// and other Anthropic-only fields survive, which a trip through the hub format would
+/// drop. Only `model` (the upstream's name) and `stream` are set.
+pub fn anthropic_passthrough_request(
+    provider: &Provider,
+    cred: &Credential,
+    upstream_model: &str,
+    body: &Value,
+    stream: bool,
+    allow_loopback: bool,
+) -> Result<UpstreamRequest, GatewayError> {
+    let mut body = body.clone();
+    if let Some(obj) = body.as_object_mut() {
+        obj.insert("model".into(), Value::String(upstream_model.to_owned()));
+        if stream {
+            obj.insert("stream".into(), Value::Bool(true));
+        } else {
+            obj.remove("stream");
+        }
+    }
+    Ok(UpstreamRequest {
+        url: upstream_url(provider, "messages", allow_loopback)?,
+        headers: auth_headers(provider, cred),
+        body: to_json(&body)?,
+    })
+}
+
 fn translate_error(e: oa::ErrorResponse) -> GatewayError {
     match e.error.param {
         Some(p) => GatewayError::invalid_param(e.error.message, p),
@@ -369,5 +397,102 @@ impl ChatDecoder {
             ChatDecoder::Anthropic(t) => t.usage(),
             ChatDecoder::Gemini(t) => t.usage(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn provider(kind: &str, base: &str) -> Provider {
+        serde_json::from_value(json!({"id": "p", "kind": kind, "base_url": base,
+            "credentials": [{"id": "c1", "secret": "sk-test-secret-123456"}]}))
+        .unwrap()
+    }
+
+    fn req() -> oa::ChatCompletionRequest {
+        serde_json::from_value(json!({"model": "virtual", "stream": true,
+            "messages": [{"role": "user", "content": "hi"}]}))
+        .unwrap()
+    }
+
+    fn header<'a>(r: &'a UpstreamRequest, name: &str) -> Option<&'a str> {
+        r.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn test_url_and_auth_per_provider_kind() {
+        let p = provider("openai", "https://api.example.com/v1/");
+        let c = &p.credentials[0];
+        let r = chat_request(&p, c, "gpt-x", &req(), true, 1024, false).unwrap();
+        assert_eq!(r.url, "https://api.example.com/v1/chat/completions");
+        assert_eq!(
+            header(&r, "authorization"),
+            Some("Bearer sk-test-secret-123456")
+        );
+        let body: Value = serde_json::from_str(&r.body).unwrap();
+        assert_eq!(body["model"], "gpt-x");
+        assert_eq!(body["stream_options"]["include_usage"], true);
+
+        let p = provider("anthropic", "https://api.anthropic.com/v1");
+        let r = chat_request(&p, &p.credentials[0], "claude", &req(), false, 1024, false).unwrap();
+        assert_eq!(r.url, "https://api.anthropic.com/v1/messages");
+        assert_eq!(header(&r, "x-api-key"), Some("sk-test-secret-123456"));
+        assert_eq!(header(&r, "anthropic-version"), Some(ANTHROPIC_VERSION));
+        assert_eq!(header(&r, "authorization"), None);
+
+        let p = provider("gemini", "https://generativelanguage.googleapis.com/v1beta");
+        let r = chat_request(
+            &p,
+            &p.credentials[0],
+            "gemini-2.5",
+            &req(),
+            true,
+            1024,
+            false,
+        )
+        .unwrap();
+        assert_eq!(
+            r.url,
+            "https://generativelanguage.googleapis.com/v1beta/models/gemini-2.5:streamGenerateContent?alt=sse"
+        );
+        assert!(!r.url.contains("key="));
+        assert_eq!(header(&r, "x-goog-api-key"), Some("sk-test-secret-123456"));
+    }
+
+    #[test]
+    fn test_loopback_refused_unless_allowed() {
+        for base in [
+            "http://127.0.0.1:9/v1",
+            "http://localhost/v1",
+            "http://10.0.0.2/v1",
+            "http://[::1]/v1",
+            "http://169.254.169.254/v1",
+        ] {
+            let p = provider("openai", base);
+            assert!(
+                chat_request(&p, &p.credentials[0], "m", &req(), false, 1, false).is_err(),
+                "{base}"
+            );
+            assert!(
+                chat_request(&p, &p.credentials[0], "m", &req(), false, 1, true).is_ok(),
+                "{base}"
+            );
+        }
+    }
+
+    #[test]
+    fn test_error_message_is_short_and_redacted() {
+        let m =
+            error_message(r#"{"error":{"message":"bad key sk-abcdefghijklmnopqrstuvwxyz used"}}"#);
+        assert!(!m.contains("abcdefghijklmnop"), "{m}");
+        assert_eq!(
+            error_message("<html>502</html>"),
+            "The upstream provider returned an error."
+        );
     }
 }

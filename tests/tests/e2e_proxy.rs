@@ -109,6 +109,8 @@ fn catalogue(a: &str, b: &str) -> Value {
             oa("fo-429", b, SECRETS[3], json!({})),
             oa("fo-good", b, SECRETS[3], json!({})),
             oa("fo-hang", b, SECRETS[3], json!({"timeout_ms": 800})),
+            oa("fo-ttft", b, SECRETS[3], json!({"timeout_ms": 800})),
+            oa("oa-err", a, SECRETS[0], json!({})),
             oa("br", b, SECRETS[3], json!({})),
             oa("br-backup", b, SECRETS[3], json!({})),
         ],
@@ -127,6 +129,9 @@ fn catalogue(a: &str, b: &str) -> Value {
             chat("fail500", vec![dep("fo-500", "m@status=500", 1000), dep("fo-good", "ok500", 1)]),
             chat("fail429", vec![dep("fo-429", "m@status=429", 1000), dep("fo-good", "ok429", 1)]),
             chat("hang", vec![dep("fo-hang", "m@hang=1", 1000), dep("fo-good", "okhang", 1)]),
+            chat("slowstart", vec![dep("fo-ttft", "m@ttft=3000", 1000), dep("fo-good", "okttft", 1)]),
+            chat("upstream400", vec![dep("oa-err", "m@status=400", 1)]),
+            chat("upstream401", vec![dep("oa-err", "m@status=401", 1)]),
             chat("breaker", vec![dep("br", "m@fail_first=2", 1000), dep("br-backup", "okbr", 1)]),
             {"name": "emb", "kind": "embedding", "deployments": [dep("oa", "text-emb", 1)]},
             {"name": "rr", "kind": "rerank", "deployments": [dep("oa", "rerank-m", 1)]},
@@ -134,7 +139,7 @@ fn catalogue(a: &str, b: &str) -> Value {
         "plans": [
             {"id": "basic", "allowed_models": ["chat-oa", "chat-oa-tools", "chat-an", "chat-an-tools",
                 "chat-gm", "chat-gm-tools", "slow", "midfail", "forced-stream", "forced-nonstream",
-                "fail500", "fail429", "hang", "breaker", "emb", "rr"]},
+                "fail500", "fail429", "hang", "slowstart", "upstream400", "upstream401", "breaker", "emb", "rr"]},
             {"id": "all", "allowed_models": ["*"]},
         ],
     })
@@ -143,6 +148,8 @@ fn catalogue(a: &str, b: &str) -> Value {
 async fn world() -> &'static World {
     WORLD
         .get_or_init(|| async {
+            // The request log lines are asserted on (test_one_log_line_per_request...).
+            std::env::set_var("TB_WORKER_LOG_LEVEL", "log");
             let mock = MockUpstream::start(&[]).await.expect("mock");
             let mock_b = MockUpstream::start(&[]).await.expect("mock b");
             let worker = EdgeWorker::start(WorkerOptions {
@@ -887,6 +894,8 @@ async fn test_failover_500_429_and_hang_answered_by_next_deployment() {
         ("fail500", "m@status=500", "ok500"),
         ("fail429", "m@status=429", "ok429"),
         ("hang", "m@hang=1", "okhang"),
+        // Headers at once, first event too late: the stream is not committed.
+        ("slowstart", "m@ttft=3000", "okttft"),
     ] {
         for stream in [false, true] {
             let t0 = Instant::now();
@@ -1167,4 +1176,260 @@ async fn test_official_openai_python_sdk() {
 async fn test_official_anthropic_python_sdk() {
     let w = world().await;
     tokio::task::block_in_place(|| run_python(w, "anthropic_sdk.py"));
+}
+
+#[tokio::test]
+async fn test_messages_to_anthropic_upstream_keeps_anthropic_only_fields() {
+    let w = world().await;
+    let body = json!({
+        "model": "chat-an", "max_tokens": 50,
+        "system": [{"type": "text", "text": "passthrough probe", "cache_control": {"type": "ephemeral"}}],
+        "metadata": {"user_id": "u-passthrough"},
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "hello there world", "cache_control": {"type": "ephemeral"}}]}],
+    });
+    for stream in [false, true] {
+        let mut b = body.clone();
+        if stream {
+            b["stream"] = json!(true);
+        }
+        let r = send(
+            client()
+                .post(w.url("/v1/messages"))
+                .header("x-api-key", &w.keys.basic)
+                .json(&b),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        if stream {
+            let start = r
+                .events()
+                .into_iter()
+                .find(|(e, _)| e.as_deref() == Some("message_start"))
+                .expect("message_start");
+            let v: Value = serde_json::from_str(&start.1).unwrap();
+            assert_eq!(
+                v["message"]["model"], "chat-an",
+                "the upstream model name is not shown"
+            );
+            assert!(r.text.contains("event: message_stop"));
+        } else {
+            assert_eq!(r.json()["model"], "chat-an");
+            assert_eq!(r.json()["content"][0]["text"], "tok0 tok1 tok2 ");
+        }
+    }
+    let reqs: Value = client()
+        .get(format!("{}/_mock/requests", w.mock.base_url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let sent: Vec<&Value> = reqs
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["body"]["metadata"]["user_id"] == "u-passthrough")
+        .collect();
+    assert_eq!(sent.len(), 2);
+    for s in sent {
+        assert_eq!(s["body"]["model"], "claude-m");
+        assert_eq!(
+            s["body"]["system"][0]["cache_control"]["type"], "ephemeral",
+            "{s}"
+        );
+        assert_eq!(
+            s["body"]["messages"][0]["content"][0]["cache_control"]["type"], "ephemeral",
+            "{s}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn test_new_catalogue_version_is_picked_up_without_restart() {
+    let w = world().await;
+    let mut cat = catalogue(&worker_mock_base(&w.mock), &worker_mock_base(&w.mock_b));
+    cat["version"] = json!("v2");
+    cat["models"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "late-model", "deployments": [{"provider": "oa", "model": "m"}]}));
+    let dir = w.worker.persist.parent().unwrap().to_path_buf();
+    let f = dir.join("config-v2.json");
+    std::fs::write(
+        &f,
+        json!([
+            {"key": "catalogue:v:v2", "value": cat.to_string()},
+            {"key": "catalogue:current", "value": "v2"},
+        ])
+        .to_string(),
+    )
+    .unwrap();
+    tokio::task::block_in_place(|| {
+        w.worker
+            .wrangler_local(&[
+                "kv",
+                "bulk",
+                "put",
+                f.to_str().unwrap(),
+                "--binding",
+                "CONFIG",
+            ])
+            .unwrap()
+    });
+    let t0 = Instant::now();
+    loop {
+        let r = post(
+            w,
+            "/v1/chat/completions",
+            &w.keys.all,
+            chat_body("late-model", false, false),
+        )
+        .await;
+        if r.status == 200 {
+            assert_eq!(
+                r.json()["choices"][0]["message"]["content"],
+                "tok0 tok1 tok2 "
+            );
+            break;
+        }
+        assert_eq!(r.status, 404, "{}", r.text);
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "new catalogue not live after 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[tokio::test]
+async fn test_one_structured_log_line_per_request_without_secrets() {
+    let w = world().await;
+    let mut body = chat_body("chat-oa", true, false);
+    body["user"] = json!("log-probe");
+    let r = post(w, "/v1/chat/completions", &w.keys.basic, body).await;
+    assert_eq!(r.status, 200);
+    let id = r.header("x-request-id").expect("request id");
+    let r = post(
+        w,
+        "/v1/chat/completions",
+        &w.keys.basic,
+        chat_body("no-such-model", false, false),
+    )
+    .await;
+    let id404 = r.header("x-request-id").expect("request id");
+    // Streams log when they end, in wait_until: give the runtime a moment to flush.
+    let t0 = Instant::now();
+    let (line, line404) = loop {
+        let log = std::fs::read_to_string(&w.worker.proc.log).unwrap_or_default();
+        let find = |id: &str| {
+            log.lines()
+                .filter_map(|l| l.find("{\"msg\":\"request\"").map(|i| &l[i..]))
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .find(|v| v["request_id"] == id)
+        };
+        if let (Some(a), Some(b)) = (find(&id), find(&id404)) {
+            for s in SECRETS {
+                assert!(!log.contains(s), "provider secret {s} in the worker log");
+            }
+            assert!(!log.contains(&w.keys.basic), "member key in the worker log");
+            break (a, b);
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(15),
+            "no log line for {id} / {id404}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(line["status"], 200);
+    assert_eq!(line["model"], "chat-oa");
+    assert_eq!(line["deployment"], "oa/m");
+    assert_eq!(line["tokens"]["output_tokens"], 3, "{line}");
+    assert!(line["ttft_ms"].is_number(), "{line}");
+    assert!(line["latency_ms"].is_number());
+    assert!(line["key"]
+        .as_str()
+        .is_some_and(|k| w.keys.basic.contains(k)));
+    assert_eq!(line404["status"], 404);
+}
+
+#[tokio::test]
+async fn test_upstream_errors_mapped_without_leaking_credentials_or_urls() {
+    let w = world().await;
+    // The caller's fault upstream (400): passed on as 400, not retried.
+    let r = post(
+        w,
+        "/v1/chat/completions",
+        &w.keys.basic,
+        chat_body("upstream400", false, false),
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert_eq!(r.json()["error"]["type"], "invalid_request_error");
+    // Our credential rejected (401): the caller sees a gateway 502, not "invalid key".
+    for stream in [false, true] {
+        let r = post(
+            w,
+            "/v1/chat/completions",
+            &w.keys.basic,
+            chat_body("upstream401", stream, false),
+        )
+        .await;
+        assert_eq!(r.status, 502, "{}", r.text);
+        assert_eq!(r.json()["error"]["type"], "upstream_error");
+        assert!(
+            !r.text.contains("127.0.0.1") && !r.text.contains("/v1/chat"),
+            "upstream URL leaked: {}",
+            r.text
+        );
+    }
+    let r = send(
+        client()
+            .post(w.url("/v1/messages"))
+            .header("x-api-key", &w.keys.basic)
+            .json(&messages_body("upstream401", false, false)),
+    )
+    .await;
+    assert_eq!(r.status, 502);
+    assert_eq!(r.json()["type"], "error");
+    assert_eq!(r.json()["error"]["type"], "api_error");
+}
+
+/// DESIGN.md: if the client disconnects, keep reading the upstream to get real usage.
+#[tokio::test]
+async fn test_client_disconnect_mid_stream_still_reads_upstream_usage() {
+    let w = world().await;
+    let resp = client()
+        .post(w.url("/v1/chat/completions"))
+        .bearer_auth(&w.keys.basic)
+        .json(&chat_body("slow", true, false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let id = resp.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let mut body = resp.bytes_stream();
+    let first = body.next().await.expect("first bytes").unwrap();
+    assert!(String::from_utf8_lossy(&first).contains("data:"));
+    drop(body); // the client goes away after the first chunk
+    let t0 = Instant::now();
+    let line = loop {
+        let log = std::fs::read_to_string(&w.worker.proc.log).unwrap_or_default();
+        let found = log
+            .lines()
+            .filter_map(|l| l.find("{\"msg\":\"request\"").map(|i| &l[i..]))
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|v| v["request_id"] == id.as_str());
+        if let Some(v) = found {
+            break v;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(15),
+            "no log line for {id}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    // The upstream was read to its end: the provider's usage for all 5 chunks.
+    assert_eq!(line["tokens"]["output_tokens"], 5, "{line}");
+    assert_eq!(line["tokens"]["input_tokens"], 3, "{line}");
 }
