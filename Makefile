@@ -7,5 +7,8 @@ dev:          ## run the whole system locally with embedded defaults
 test:         ## run every test (installs tools, builds, lints)
 	bash scripts/test.sh
 
+bench:        ## gateway vs direct: added latency, TTFB, throughput (not part of test)
+	bash scripts/bench.sh
+
 build-worker:
 	bash scripts/build-worker.sh

@@ -13,5 +13,6 @@ pub mod keyrecord;
 pub mod protocol;
 pub mod routing;
 pub mod sse;
+pub mod ssrf;
 pub mod translate;
 pub mod usage;

@@ -18,11 +18,13 @@ pub fn breaker_key(provider: &str, credential: &str) -> String {
 }
 
 pub fn allows(key: &str, now_ms: u64, config: &BreakerConfig) -> bool {
-    BREAKERS.with(|b| {
-        b.borrow()
-            .get(key)
-            .is_none_or(|br| br.allows(now_ms, config))
-    })
+    // A credential whose last Cron health check failed counts as an open breaker.
+    !crate::cron::marked_unhealthy(key)
+        && BREAKERS.with(|b| {
+            b.borrow()
+                .get(key)
+                .is_none_or(|br| br.allows(now_ms, config))
+        })
 }
 
 pub fn try_acquire(key: &str, now_ms: u64, config: &BreakerConfig) -> bool {

@@ -139,6 +139,7 @@ async fn dispatch(
     let key = authenticate(req, &store).await?;
     rc.key_public_id = Some(key.public_id.clone());
     let catalogue = catalogue::load(env, config.catalogue_ttl_ms).await?;
+    crate::cron::refresh_in_background(env, ctx);
 
     let body = if method == Method::Post {
         let bytes = req

@@ -17,6 +17,7 @@ use tollbooth_core::protocol::gemini as g;
 use tollbooth_core::protocol::openai as oa;
 use tollbooth_core::routing::AttemptFailure;
 use tollbooth_core::sse;
+use tollbooth_core::ssrf::{self, SsrfPolicy};
 use tollbooth_core::translate::{anthropic as tan, gemini as tg};
 use tollbooth_core::usage::Usage;
 use worker::wasm_bindgen::JsValue;
@@ -41,7 +42,7 @@ fn internal(msg: &str) -> GatewayError {
 }
 
 /// `base_url` + `path` + the provider's query parameters. Refuses loopback and private
-/// hosts unless `allow_loopback` (local mode).
+/// hosts (see `tollbooth_core::ssrf`); `allow_loopback` (local mode) permits 127.0.0.1.
 fn upstream_url(
     provider: &Provider,
     path: &str,
@@ -53,7 +54,10 @@ fn upstream_url(
     if !matches!(url.scheme(), "http" | "https") {
         return Err(internal("provider base URL must be http(s)"));
     }
-    if !allow_loopback && is_local_host(&url) {
+    // The same SSRF policy as every URL the gateway fetches (tollbooth_core::ssrf):
+    // private, loopback, link-local, metadata and numeric-form hosts are refused; local
+    // mode permits exactly 127.0.0.1 / localhost / [::1].
+    if ssrf::check_url(url.as_str(), SsrfPolicy { allow_loopback }).is_err() {
         return Err(internal("provider address is not allowed"));
     }
     if !provider.query.is_empty() {
@@ -63,39 +67,6 @@ fn upstream_url(
         }
     }
     Ok(url.to_string())
-}
-
-/// Loopback, private, link-local and metadata addresses (literal hosts and `localhost`).
-/// The full SSRF policy lives with the pass-through proxy; catalogue URLs come from
-/// operators, so this only stops obvious mistakes in production.
-fn is_local_host(url: &Url) -> bool {
-    match url.host() {
-        Some(worker::url::Host::Domain(d)) => {
-            let d = d.to_ascii_lowercase();
-            d == "localhost" || d.ends_with(".localhost") || d.ends_with(".internal")
-        }
-        Some(worker::url::Host::Ipv4(ip)) => {
-            ip.is_loopback()
-                || ip.is_private()
-                || ip.is_link_local()
-                || ip.is_unspecified()
-                || ip.octets().first() == Some(&100)
-                    && ip.octets().get(1).is_some_and(|b| (64..128).contains(b))
-        }
-        Some(worker::url::Host::Ipv6(ip)) => {
-            ip.is_loopback()
-                || ip.is_unspecified()
-                || (ip
-                    .segments()
-                    .first()
-                    .is_some_and(|s| (s & 0xfe00) == 0xfc00))
-                || (ip
-                    .segments()
-                    .first()
-                    .is_some_and(|s| (s & 0xffc0) == 0xfe80))
-        }
-        None => true,
-    }
 }
 
 fn auth_headers(provider: &Provider, cred: &Credential) -> Vec<(String, String)> {

@@ -420,6 +420,8 @@ impl EdgeWorker {
             .arg(inspector.to_string())
             .arg("--persist-to")
             .arg(&persist)
+            // Exposes `/__scheduled?cron=...` so tests can fire the Cron Trigger.
+            .arg("--test-scheduled")
             .args([
                 "--show-interactive-dev-session=false",
                 "--log-level",
