@@ -161,7 +161,7 @@ pub async fn route<S: ItemStore, E: EdgeSync>(
                 ctx,
                 a,
                 "catalogue.publish",
-                edge["version"].as_str().unwrap_or(""),
+                edge.get("version").and_then(Value::as_str).unwrap_or(""),
                 Value::Null,
             )
             .await?;
@@ -475,7 +475,7 @@ async fn set_status<S: ItemStore, E: EdgeSync>(
     status: MemberStatus,
 ) -> ApiResult<Response<Body>> {
     let mut m = member_exists(st, ctx, id).await?;
-    m.status = status.clone();
+    m.status = status;
     put(&st.store, m.item()?).await?;
     audit(
         st,
@@ -1024,12 +1024,12 @@ async fn pull_models<S: ItemStore, E>(
         .json()
         .await
         .map_err(|_| upstream_err("provider's model list is not JSON".into()))?;
-    let listed: Vec<String> = body["data"]
-        .as_array()
-        .or_else(|| body["models"].as_array())
+    let listed: Vec<String> = body.get("data")
+        .and_then(Value::as_array)
+        .or_else(|| body.get("models").and_then(Value::as_array))
         .map(|arr| {
             arr.iter()
-                .filter_map(|m| m["id"].as_str().or_else(|| m["name"].as_str()))
+                .filter_map(|m| m.get("id").or_else(|| m.get("name")).and_then(Value::as_str))
                 .map(|s| s.trim_start_matches("models/").to_owned())
                 .collect()
         })

@@ -35,6 +35,18 @@ impl DynamoStore {
         Self::new(Client::new(&conf), table)
     }
 
+    /// A client for DynamoDB Local (or any endpoint) with dummy credentials: tests.
+    pub fn local(endpoint: &str, table: impl Into<String>) -> Self {
+        use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
+        let conf = aws_sdk_dynamodb::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .endpoint_url(endpoint)
+            .region(Region::new("us-east-1"))
+            .credentials_provider(Credentials::new("local", "local", None, None, "local"))
+            .build();
+        Self::new(Client::from_conf(conf), table)
+    }
+
     pub fn new(client: Client, table: impl Into<String>) -> Self {
         Self {
             client,

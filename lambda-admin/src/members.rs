@@ -44,7 +44,7 @@ pub fn normalize_email(raw: &str) -> ApiResult<String> {
 /// At least 10 characters, at most 256, with a letter and a digit, not the email.
 pub fn check_password(password: &str, email: &str, param: &str) -> ApiResult<()> {
     let n = password.chars().count();
-    if n < MIN_PASSWORD_LEN || n > MAX_PASSWORD_LEN {
+    if !(MIN_PASSWORD_LEN..=MAX_PASSWORD_LEN).contains(&n) {
         return Err(ApiError::invalid(
             param,
             format!("password must be {MIN_PASSWORD_LEN}-{MAX_PASSWORD_LEN} characters"),
