@@ -1,25 +1,205 @@
 //! The control-plane router: one function from request to response, shared by the
-//! Lambda binaries and the local server.
+//! Lambda binaries and the local server. Handlers are generic over the store port
+//! ([`ItemStore`]) and the edge sync port ([`EdgeSync`]).
+
+use std::collections::HashMap;
 
 use lambda_http::{Body, Request, Response};
-use serde_json::json;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use tollbooth_core::auth::{bearer_token, JwtKeySet, Validation};
 
-use crate::store::HealthStore;
+use crate::error::{ApiError, ApiResult};
+use crate::model::{self, Role};
+use crate::store::{HealthStore, ItemStore};
+use crate::sync::{EdgeSync, SyncCall};
+use crate::{admin, members};
+
+/// Tunable security policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    pub session_ttl_secs: u64,
+    pub app_token_ttl_secs: u64,
+    pub max_login_failures: u32,
+    pub lockout_secs: u64,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            session_ttl_secs: 7 * 24 * 3600,
+            app_token_ttl_secs: 300,
+            max_login_failures: 5,
+            lockout_secs: 900,
+        }
+    }
+}
 
 /// Shared state handed to every handler.
-pub struct AppState<S> {
+pub struct AppState<S, E> {
     pub store: S,
+    pub sync: E,
+    pub jwt: JwtKeySet,
+    /// AES-256-GCM key for credentials at rest.
+    pub master_key: [u8; 32],
+    pub policy: Policy,
+}
+
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// One parsed request.
+pub struct Ctx {
+    pub method: String,
+    pub path: String,
+    pub query: HashMap<String, String>,
+    pub headers: http::HeaderMap,
+    pub body: Vec<u8>,
+    pub now: u64,
+}
+
+impl Ctx {
+    pub fn from_request(req: Request, now: u64) -> Ctx {
+        let (parts, body) = req.into_parts();
+        let query = parts
+            .uri
+            .query()
+            .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+            .unwrap_or_default();
+        Ctx {
+            method: parts.method.as_str().to_owned(),
+            path: parts.uri.path().to_owned(),
+            query,
+            headers: parts.headers,
+            body: body.as_ref().to_vec(),
+            now,
+        }
+    }
+
+    /// The JSON body as `T`; a clear 400 otherwise.
+    pub fn json<T: DeserializeOwned>(&self) -> ApiResult<T> {
+        if self.body.is_empty() {
+            return Err(ApiError::bad_request("a JSON body is required"));
+        }
+        serde_json::from_slice(&self.body).map_err(|e| {
+            // serde names the field and the expectation; keep values out of the message.
+            let msg = e.to_string();
+            let msg = msg
+                .split(" at line ")
+                .next()
+                .unwrap_or("invalid JSON")
+                .to_owned();
+            ApiError::bad_request(format!("invalid JSON body: {}", redact_values(&msg)))
+        })
+    }
+
+    pub fn form(&self) -> HashMap<String, String> {
+        form_urlencoded::parse(&self.body).into_owned().collect()
+    }
+
+    pub fn bearer(&self) -> Option<&str> {
+        self.headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(bearer_token)
+    }
+}
+
+/// Drops quoted values serde echoes (`invalid type: string "..."`), which could be a
+/// password typed into the wrong field.
+fn redact_values(msg: &str) -> String {
+    let mut out = String::with_capacity(msg.len());
+    let mut in_quote = false;
+    for c in msg.chars() {
+        if c == '"' {
+            in_quote = !in_quote;
+            if in_quote {
+                out.push_str("\"…");
+            } else {
+                out.push('"');
+            }
+        } else if !in_quote {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Session claims of members and admins.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Claims {
+    pub sub: String,
+    pub sid: String,
+    pub typ: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<Role>,
+    pub iat: u64,
+    pub exp: u64,
 }
 
 /// Routes one request. Never fails: errors become JSON error responses.
-pub async fn handle<S: HealthStore>(state: &AppState<S>, req: Request) -> Response<Body> {
-    match (req.method().as_str(), req.uri().path()) {
-        ("GET", "/health") | ("GET", "/api/health") => health_handler(&state.store).await,
-        _ => json_response(
+pub async fn handle<S: ItemStore, E: EdgeSync>(
+    state: &AppState<S, E>,
+    req: Request,
+) -> Response<Body> {
+    let ctx = Ctx::from_request(req, unix_now());
+    handle_ctx(state, ctx).await
+}
+
+/// Routes an already parsed request (tests pin the clock through `ctx.now`).
+pub async fn handle_ctx<S: ItemStore, E: EdgeSync>(
+    state: &AppState<S, E>,
+    ctx: Ctx,
+) -> Response<Body> {
+    let path = ctx.path.clone();
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let result = route(state, &ctx, &segs).await;
+    match result {
+        Ok(resp) => resp,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn route<S: ItemStore, E: EdgeSync>(
+    st: &AppState<S, E>,
+    ctx: &Ctx,
+    segs: &[&str],
+) -> ApiResult<Response<Body>> {
+    let m = ctx.method.as_str();
+    match (m, segs) {
+        ("GET", ["health"]) | ("GET", ["api", "health"]) => Ok(health_handler(&st.store).await),
+        ("GET", ["api", "openapi.json"]) => Ok(raw_response(
+            200,
+            "application/json",
+            include_str!("../openapi.json").to_owned(),
+        )),
+        ("GET", ["authorization"]) => members::authorization_page_handler(st, ctx).await,
+        ("POST", ["authorization"]) => members::authorization_submit_handler(st, ctx).await,
+        ("GET", ["v1", "verify-token"]) => members::verify_token_handler(st, ctx).await,
+        ("POST", ["api", "auth", "signup"]) => members::signup_handler(st, ctx).await,
+        ("POST", ["api", "auth", "login"]) => members::login_handler(st, ctx).await,
+        ("POST", ["api", "auth", "logout"]) => members::logout_handler(st, ctx).await,
+        ("GET", ["api", "me"]) => members::profile_handler(st, ctx).await,
+        ("PATCH", ["api", "me"]) => members::update_profile_handler(st, ctx).await,
+        ("POST", ["api", "me", "password"]) => members::password_handler(st, ctx).await,
+        ("GET", ["api", "me", "keys"]) => members::list_keys_handler(st, ctx).await,
+        ("POST", ["api", "me", "keys"]) => members::create_key_handler(st, ctx).await,
+        ("DELETE", ["api", "me", "keys", id]) => members::revoke_key_handler(st, ctx, id).await,
+        ("GET", ["api", "plans"]) => admin::public_plans_handler(st, ctx).await,
+        ("GET", ["api", "me", "subscription"]) => members::subscription_handler(st, ctx).await,
+        ("POST", ["api", "me", "subscription"]) => members::subscribe_handler(st, ctx).await,
+        (_, ["api", "admin", rest @ ..]) => admin::route(st, ctx, rest).await,
+        _ => Err(ApiError::new(
             404,
-            &json!({"error": {"message": format!("Unknown route: {}", req.uri().path()),
-                              "type": "invalid_request_error", "code": "not_found", "param": null}}),
-        ),
+            "invalid_request_error",
+            "not_found",
+            format!("Unknown route: {} {}", ctx.method, ctx.path),
+        )),
     }
 }
 
@@ -37,59 +217,110 @@ async fn health_handler<S: HealthStore>(store: &S) -> Response<Body> {
     }
 }
 
-pub fn json_response(status: u16, body: &serde_json::Value) -> Response<Body> {
-    let mut resp = Response::new(Body::Text(body.to_string()));
+pub fn json_response(status: u16, body: &Value) -> Response<Body> {
+    raw_response(status, "application/json", body.to_string())
+}
+
+pub fn raw_response(status: u16, content_type: &'static str, body: String) -> Response<Body> {
+    let mut resp = Response::new(Body::Text(body));
     *resp.status_mut() = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::OK);
     resp.headers_mut().insert(
         http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/json"),
+        http::HeaderValue::from_static(content_type),
+    );
+    resp.headers_mut().insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-store"),
     );
     resp
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::store::MemoryStore;
+pub fn ok(body: Value) -> ApiResult<Response<Body>> {
+    Ok(json_response(200, &body))
+}
 
-    fn get(path: &str) -> Request {
-        http::Request::builder()
-            .uri(path)
-            .body(Body::Empty)
-            .unwrap()
+pub fn created(body: Value) -> ApiResult<Response<Body>> {
+    Ok(json_response(201, &body))
+}
+
+/// Sends a sync call; the store is the source of truth, so a failed push is reported
+/// in the response (`edge.synced = false`) rather than undoing the write.
+pub async fn push<E: EdgeSync>(sync: &E, calls: Vec<SyncCall>) -> Value {
+    let mut errors = Vec::new();
+    for call in calls {
+        if let Err(e) = sync.send(call).await {
+            errors.push(e.to_string());
+        }
     }
-
-    fn body_json(resp: &Response<Body>) -> serde_json::Value {
-        serde_json::from_slice(resp.body().as_ref()).unwrap()
-    }
-
-    #[tokio::test]
-    async fn test_health_reports_table_status() {
-        let state = AppState {
-            store: MemoryStore::default(),
-        };
-        let resp = handle(&state, get("/health")).await;
-        assert_eq!(resp.status(), 200);
-        assert_eq!(body_json(&resp)["table_status"], "ACTIVE");
-    }
-
-    #[tokio::test]
-    async fn test_health_degraded_when_store_down() {
-        let state = AppState {
-            store: MemoryStore { down: true },
-        };
-        let resp = handle(&state, get("/health")).await;
-        assert_eq!(resp.status(), 503);
-        assert_eq!(body_json(&resp)["status"], "degraded");
-    }
-
-    #[tokio::test]
-    async fn test_unknown_route_is_openai_shaped_404() {
-        let state = AppState {
-            store: MemoryStore::default(),
-        };
-        let resp = handle(&state, get("/nope")).await;
-        assert_eq!(resp.status(), 404);
-        assert_eq!(body_json(&resp)["error"]["code"], "not_found");
+    if errors.is_empty() {
+        json!({"synced": true})
+    } else {
+        json!({"synced": false, "errors": errors})
     }
 }
+
+pub fn issue_session<S, E>(
+    st: &AppState<S, E>,
+    sub: &str,
+    sid: &str,
+    typ: &str,
+    role: Option<Role>,
+    now: u64,
+) -> ApiResult<(String, u64)> {
+    let exp = now.saturating_add(st.policy.session_ttl_secs);
+    let token = st
+        .jwt
+        .issue(&Claims {
+            sub: sub.to_owned(),
+            sid: sid.to_owned(),
+            typ: typ.to_owned(),
+            role,
+            iat: now,
+            exp,
+        })
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok((token, exp))
+}
+
+/// Verifies a session JWT of type `typ` and that its session still exists (logout and
+/// password change delete sessions).
+pub async fn session_claims<S: ItemStore, E>(
+    st: &AppState<S, E>,
+    ctx: &Ctx,
+    typ: &str,
+) -> ApiResult<Claims> {
+    let token = ctx
+        .bearer()
+        .ok_or_else(|| ApiError::unauthorized("missing bearer token"))?;
+    let claims: Claims = st
+        .jwt
+        .verify(token, ctx.now, &Validation::default())
+        .map_err(|e| ApiError::unauthorized(format!("invalid session: {e}")))?;
+    if claims.typ != typ {
+        return Err(ApiError::unauthorized("invalid session: wrong token type"));
+    }
+    let session: Option<model::Session> = model::load(
+        &st.store,
+        &model::session_pk(&claims.sid),
+        model::ONE,
+        ctx.now,
+    )
+    .await?;
+    match session {
+        Some(s) if s.member_id == claims.sub => Ok(claims),
+        _ => Err(ApiError::unauthorized("session has ended")),
+    }
+}
+
+/// A tiny HTML escaper for the login page.
+pub fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
+}
+
+#[cfg(test)]
+#[path = "app_tests.rs"]
+mod tests;

@@ -10,9 +10,30 @@ pub enum ConfigError {
     Invalid { name: &'static str, reason: String },
 }
 
+/// A secret value: never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub Vec<u8>);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
 /// Validated admin-side configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
+    /// HS256 session keys, current first (`JWT_KEYS="kid:secret,oldkid:oldsecret"`).
+    pub jwt_keys: Vec<(String, Secret)>,
+    /// AES-256 key for credentials at rest (`MASTER_KEY`, 64 hex characters).
+    pub master_key: [u8; 32],
+    /// The worker's base URL for the internal API (`EDGE_ORIGIN`); unset = no sync.
+    pub edge_origin: Option<String>,
+    /// `SYNC_SECRET`, shared with the worker.
+    pub sync_secret: Option<Secret>,
+    /// First admin (`ADMIN_EMAIL` / `ADMIN_PASSWORD`), created when absent.
+    pub bootstrap_admin: Option<(String, Secret)>,
+    pub policy: crate::app::Policy,
     /// DynamoDB single table name (`TABLE_NAME`, default `tollbooth`).
     pub table_name: String,
     /// When set, serve HTTP locally on this address instead of running under Lambda.
@@ -48,10 +69,103 @@ impl Config {
             })?),
         };
         let create_table = matches!(get("CREATE_TABLE").as_deref(), Some("1" | "true"));
+        // Outside local runs every secret must be given; locally, fixed development
+        // values keep a restarted server able to read what it sealed before.
+        let local = local_http_addr.is_some();
+        let nonempty = |k: &str| get(k).filter(|v| !v.trim().is_empty());
+        let jwt_raw = match nonempty("JWT_KEYS") {
+            Some(v) => v,
+            None if local => "local:local-development-jwt-secret-not-for-production".to_owned(),
+            None => return Err(ConfigError::Missing { name: "JWT_KEYS" }),
+        };
+        let mut jwt_keys = Vec::new();
+        for part in jwt_raw.split(',') {
+            let (kid, secret) =
+                part.trim()
+                    .split_once(':')
+                    .ok_or_else(|| ConfigError::Invalid {
+                        name: "JWT_KEYS",
+                        reason: "use kid:secret[,kid:secret...]".into(),
+                    })?;
+            if kid.is_empty() || secret.len() < 32 {
+                return Err(ConfigError::Invalid {
+                    name: "JWT_KEYS",
+                    reason: "each key needs a kid and a secret of at least 32 characters".into(),
+                });
+            }
+            jwt_keys.push((kid.to_owned(), Secret(secret.as_bytes().to_vec())));
+        }
+        let master_hex = match nonempty("MASTER_KEY") {
+            Some(v) => v,
+            None if local => {
+                "6c6f63616c2d6465762d6d61737465722d6b65792d6e6f742d666f722d70726f".to_owned()
+            }
+            None => return Err(ConfigError::Missing { name: "MASTER_KEY" }),
+        };
+        let master_key: [u8; 32] = hex::decode(master_hex.trim())
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| ConfigError::Invalid {
+                name: "MASTER_KEY",
+                reason: "must be 64 hex characters (32 bytes)".into(),
+            })?;
+        let edge_origin = nonempty("EDGE_ORIGIN");
+        if let Some(o) = &edge_origin {
+            if !(o.starts_with("https://") || o.starts_with("http://")) {
+                return Err(ConfigError::Invalid {
+                    name: "EDGE_ORIGIN",
+                    reason: "must be an http(s) URL".into(),
+                });
+            }
+        }
+        let sync_secret = nonempty("SYNC_SECRET").map(|s| Secret(s.into_bytes()));
+        let bootstrap_admin = match (nonempty("ADMIN_EMAIL"), nonempty("ADMIN_PASSWORD")) {
+            (Some(e), Some(p)) => Some((e, Secret(p.into_bytes()))),
+            (None, None) if local => Some((
+                "admin@tollbooth.local".to_owned(),
+                Secret(b"local-dev-admin-1".to_vec()),
+            )),
+            (None, None) => None,
+            _ => {
+                return Err(ConfigError::Invalid {
+                    name: "ADMIN_EMAIL",
+                    reason: "set ADMIN_EMAIL and ADMIN_PASSWORD together".into(),
+                })
+            }
+        };
+        let num =
+            |k: &'static str, default: u64| -> Result<u64, ConfigError> {
+                match nonempty(k) {
+                    None => Ok(default),
+                    Some(v) => v.trim().parse::<u64>().ok().filter(|n| *n > 0).ok_or(
+                        ConfigError::Invalid {
+                            name: k,
+                            reason: "must be a positive integer".into(),
+                        },
+                    ),
+                }
+            };
+        let d = crate::app::Policy::default();
+        let policy = crate::app::Policy {
+            session_ttl_secs: num("SESSION_TTL_SECS", d.session_ttl_secs)?,
+            app_token_ttl_secs: num("APP_TOKEN_TTL_SECS", d.app_token_ttl_secs)?,
+            max_login_failures: u32::try_from(num(
+                "LOGIN_MAX_FAILURES",
+                u64::from(d.max_login_failures),
+            )?)
+            .unwrap_or(d.max_login_failures),
+            lockout_secs: num("LOCKOUT_SECS", d.lockout_secs)?,
+        };
         Ok(Self {
             table_name,
             local_http_addr,
             create_table,
+            jwt_keys,
+            master_key,
+            edge_origin,
+            sync_secret,
+            bootstrap_admin,
+            policy,
         })
     }
 }
@@ -70,8 +184,34 @@ mod tests {
     }
 
     #[test]
+    fn test_secrets_required_outside_local() {
+        assert_eq!(
+            cfg(&[]).unwrap_err(),
+            ConfigError::Missing { name: "JWT_KEYS" }
+        );
+        let e = cfg(&[("JWT_KEYS", "k1:short")]).unwrap_err();
+        assert!(e.to_string().starts_with("JWT_KEYS is invalid"), "{e}");
+        let c = cfg(&[("LOCAL_HTTP_ADDR", "127.0.0.1:1")]).unwrap();
+        assert!(format!("{c:?}").contains("<redacted>"));
+        assert!(!format!("{c:?}").contains("local-dev-admin-1"));
+    }
+
+    const PROD: [(&str, &str); 2] = [
+        (
+            "JWT_KEYS",
+            "k2:0123456789abcdef0123456789abcdef,k1:abcdefabcdefabcdefabcdefabcdefabcdef",
+        ),
+        (
+            "MASTER_KEY",
+            "0000000000000000000000000000000000000000000000000000000000000001",
+        ),
+    ];
+
+    #[test]
     fn test_defaults() {
-        let c = cfg(&[]).unwrap();
+        let c = cfg(&PROD).unwrap();
+        assert_eq!(c.jwt_keys.len(), 2);
+        assert!(c.bootstrap_admin.is_none());
         assert_eq!(c.table_name, "tollbooth");
         assert_eq!(c.local_http_addr, None);
         assert!(!c.create_table);
@@ -79,6 +219,10 @@ mod tests {
 
     #[test]
     fn test_bad_values_are_named() {
+        let mut bad = PROD.to_vec();
+        bad.push(("MASTER_KEY", "zz"));
+        let e = cfg(&bad).unwrap_err();
+        assert!(e.to_string().starts_with("MASTER_KEY is invalid"), "{e}");
         let e = cfg(&[("LOCAL_HTTP_ADDR", "localhost")]).unwrap_err();
         assert!(
             e.to_string().starts_with("LOCAL_HTTP_ADDR is invalid"),

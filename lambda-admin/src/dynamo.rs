@@ -5,13 +5,16 @@
 //! items that expire. The access patterns are written down in docs/dynamodb.md.
 
 use aws_sdk_dynamodb::error::DisplayErrorContext;
+use std::collections::HashMap;
+
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
-    ProjectionType, ScalarAttributeType, TableStatus, TimeToLiveSpecification,
+    AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement,
+    KeyType, Projection, ProjectionType, ReturnValue, ScalarAttributeType, TableStatus,
+    TimeToLiveSpecification, TransactWriteItem,
 };
 use aws_sdk_dynamodb::Client;
 
-use crate::store::{HealthStore, StoreError};
+use crate::store::{HealthStore, Index, Item, ItemStore, Put, Query, StoreError};
 
 /// The DynamoDB-backed store.
 #[derive(Clone, Debug)]
@@ -30,6 +33,18 @@ impl DynamoStore {
     pub async fn from_env(table: impl Into<String>) -> Self {
         let conf = aws_config::load_from_env().await;
         Self::new(Client::new(&conf), table)
+    }
+
+    /// A client for DynamoDB Local (or any endpoint) with dummy credentials: tests.
+    pub fn local(endpoint: &str, table: impl Into<String>) -> Self {
+        use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
+        let conf = aws_sdk_dynamodb::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .endpoint_url(endpoint)
+            .region(Region::new("us-east-1"))
+            .credentials_provider(Credentials::new("local", "local", None, None, "local"))
+            .build();
+        Self::new(Client::from_conf(conf), table)
     }
 
     pub fn new(client: Client, table: impl Into<String>) -> Self {
@@ -160,5 +175,189 @@ impl HealthStore for DynamoStore {
             .and_then(|t| t.table_status())
             .map(|s| s.as_str().to_owned())
             .unwrap_or_else(|| "UNKNOWN".into()))
+    }
+}
+
+fn s(v: &str) -> AttributeValue {
+    AttributeValue::S(v.to_owned())
+}
+
+fn to_attrs(item: &Item) -> HashMap<String, AttributeValue> {
+    let mut m = HashMap::new();
+    m.insert("pk".to_owned(), s(&item.pk));
+    m.insert("sk".to_owned(), s(&item.sk));
+    if let Some((pk, sk)) = &item.gsi1 {
+        m.insert("gsi1pk".to_owned(), s(pk));
+        m.insert("gsi1sk".to_owned(), s(sk));
+    }
+    if let Some((pk, sk)) = &item.gsi2 {
+        m.insert("gsi2pk".to_owned(), s(pk));
+        m.insert("gsi2sk".to_owned(), s(sk));
+    }
+    if let Some(ttl) = item.ttl {
+        m.insert("ttl".to_owned(), AttributeValue::N(ttl.to_string()));
+    }
+    m.insert("data".to_owned(), s(&item.data));
+    m
+}
+
+fn from_attrs(m: &HashMap<String, AttributeValue>) -> Result<Item, StoreError> {
+    let get = |k: &str| -> Option<String> { m.get(k).and_then(|v| v.as_s().ok()).cloned() };
+    let pair = |a: &str, b: &str| get(a).zip(get(b));
+    let ttl = match m.get("ttl") {
+        None => None,
+        Some(v) => Some(
+            v.as_n()
+                .ok()
+                .and_then(|n| n.parse::<u64>().ok())
+                .ok_or_else(|| StoreError::Corrupt("ttl is not a number".into()))?,
+        ),
+    };
+    Ok(Item {
+        pk: get("pk").ok_or_else(|| StoreError::Corrupt("missing pk".into()))?,
+        sk: get("sk").ok_or_else(|| StoreError::Corrupt("missing sk".into()))?,
+        gsi1: pair("gsi1pk", "gsi1sk"),
+        gsi2: pair("gsi2pk", "gsi2sk"),
+        ttl,
+        data: get("data").unwrap_or_default(),
+    })
+}
+
+fn key(pk: &str, sk: &str) -> HashMap<String, AttributeValue> {
+    HashMap::from([("pk".to_owned(), s(pk)), ("sk".to_owned(), s(sk))])
+}
+
+impl ItemStore for DynamoStore {
+    async fn get(&self, pk: &str, sk: &str) -> Result<Option<Item>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key(pk, sk)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        out.item().map(from_attrs).transpose()
+    }
+
+    async fn put(&self, item: Item, mode: Put) -> Result<(), StoreError> {
+        let mut req = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(to_attrs(&item)));
+        if mode == Put::IfAbsent {
+            req = req.condition_expression("attribute_not_exists(pk)");
+        }
+        match req.send().await {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                Err(StoreError::Conflict)
+            }
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn put_all(&self, items: Vec<(Item, Put)>) -> Result<(), StoreError> {
+        let mut req = self.client.transact_write_items();
+        for (item, mode) in &items {
+            let mut put = aws_sdk_dynamodb::types::Put::builder()
+                .table_name(&self.table)
+                .set_item(Some(to_attrs(item)));
+            if *mode == Put::IfAbsent {
+                put = put.condition_expression("attribute_not_exists(pk)");
+            }
+            req = req.transact_items(
+                TransactWriteItem::builder()
+                    .put(put.build().map_err(unavailable)?)
+                    .build(),
+            );
+        }
+        match req.send().await {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_transaction_canceled_exception()) =>
+            {
+                Err(StoreError::Conflict)
+            }
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn delete(&self, pk: &str, sk: &str) -> Result<(), StoreError> {
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(key(pk, sk)))
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn take(&self, pk: &str, sk: &str) -> Result<Option<Item>, StoreError> {
+        let res = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(key(pk, sk)))
+            .condition_expression("attribute_exists(pk)")
+            .return_values(ReturnValue::AllOld)
+            .send()
+            .await;
+        match res {
+            Ok(out) => out.attributes().map(from_attrs).transpose(),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn query(&self, q: Query) -> Result<Vec<Item>, StoreError> {
+        let (pk_name, sk_name) = match q.index {
+            None => ("pk", "sk"),
+            Some(Index::Gsi1) => ("gsi1pk", "gsi1sk"),
+            Some(Index::Gsi2) => ("gsi2pk", "gsi2sk"),
+        };
+        let mut out = Vec::new();
+        let mut start: Option<HashMap<String, AttributeValue>> = None;
+        loop {
+            let mut req = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .set_index_name(q.index.map(|i| i.name().to_owned()))
+                .expression_attribute_names("#p", pk_name)
+                .expression_attribute_values(":p", s(&q.pk))
+                .scan_index_forward(!q.descending)
+                .set_exclusive_start_key(start.take());
+            req = if q.sk_prefix.is_empty() {
+                req.key_condition_expression("#p = :p")
+            } else {
+                req.key_condition_expression("#p = :p AND begins_with(#s, :s)")
+                    .expression_attribute_names("#s", sk_name)
+                    .expression_attribute_values(":s", s(&q.sk_prefix))
+            };
+            let page = req.send().await.map_err(unavailable)?;
+            for it in page.items() {
+                if out.len() >= q.limit {
+                    return Ok(out);
+                }
+                out.push(from_attrs(it)?);
+            }
+            match page.last_evaluated_key() {
+                Some(k) if out.len() < q.limit => start = Some(k.clone()),
+                _ => return Ok(out),
+            }
+        }
     }
 }

@@ -1,0 +1,6 @@
+//! The `member-auth` function (see template.yaml for the routes it serves).
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_http::Error> {
+    tollbooth_admin::runtime::run().await
+}

@@ -1,0 +1,374 @@
+//! Entities of the control plane and where each lives in the single table
+//! (docs/dynamodb.md is the reference; keep the two in step).
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use tollbooth_core::billing::{AllowanceUnit, PlanPeriod};
+use tollbooth_core::catalogue::{Model, ProviderKind, StreamMode};
+
+use crate::error::{ApiError, ApiResult};
+use crate::store::{Index, Item, ItemStore, Put, Query};
+
+// ---- keys ------------------------------------------------------------------------
+
+pub fn member_pk(id: &str) -> String {
+    format!("MEMBER#{id}")
+}
+pub const PROFILE: &str = "PROFILE";
+pub fn email_pk(email: &str) -> String {
+    format!("EMAIL#{email}")
+}
+pub fn session_pk(sid: &str) -> String {
+    format!("SESSION#{sid}")
+}
+pub fn lock_pk(email: &str) -> String {
+    format!("LOGIN#{email}")
+}
+pub fn key_sk(public_id: &str) -> String {
+    format!("KEY#{public_id}")
+}
+pub fn app_pk(id: &str) -> String {
+    format!("APP#{id}")
+}
+pub fn app_token_pk(token_hash: &str) -> String {
+    format!("APPTOKEN#{token_hash}")
+}
+pub fn plan_pk(id: &str) -> String {
+    format!("PLAN#{id}")
+}
+pub fn provider_pk(id: &str) -> String {
+    format!("PROVIDER#{id}")
+}
+pub fn model_pk(name: &str) -> String {
+    format!("MODEL#{name}")
+}
+pub fn admin_pk(email: &str) -> String {
+    format!("ADMIN#{email}")
+}
+/// The one sort key of single-item partitions.
+pub const ONE: &str = "#";
+
+// ---- typed access ----------------------------------------------------------------
+
+pub fn to_item<T: Serialize>(pk: String, sk: impl Into<String>, v: &T) -> ApiResult<Item> {
+    let data = serde_json::to_string(v).map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(Item::new(pk, sk, data))
+}
+
+pub fn from_item<T: DeserializeOwned>(item: &Item) -> ApiResult<T> {
+    serde_json::from_str(&item.data)
+        .map_err(|e| ApiError::internal(format!("stored item {} is corrupt: {e}", item.pk)))
+}
+
+/// Reads one entity; expired items count as absent.
+pub async fn load<T: DeserializeOwned, S: ItemStore>(
+    store: &S,
+    pk: &str,
+    sk: &str,
+    now: u64,
+) -> ApiResult<Option<T>> {
+    match store.get(pk, sk).await? {
+        Some(it) if !it.expired(now) => Ok(Some(from_item(&it)?)),
+        _ => Ok(None),
+    }
+}
+
+pub async fn load_all<T: DeserializeOwned, S: ItemStore>(
+    store: &S,
+    q: Query,
+    now: u64,
+) -> ApiResult<Vec<T>> {
+    store
+        .query(q)
+        .await?
+        .iter()
+        .filter(|it| !it.expired(now))
+        .map(from_item)
+        .collect()
+}
+
+// ---- members ---------------------------------------------------------------------
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum MemberStatus {
+    Active,
+    Suspended,
+}
+
+impl MemberStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MemberStatus::Active => "active",
+            MemberStatus::Suspended => "suspended",
+        }
+    }
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+pub struct Member {
+    pub id: String,
+    pub email: String,
+    pub username: String,
+    pub password_hash: String,
+    pub status: MemberStatus,
+    pub created_at: u64,
+}
+
+impl Member {
+    /// What may be shown: never the password hash.
+    pub fn public(&self) -> Value {
+        json!({"id": self.id, "email": self.email, "username": self.username,
+               "status": self.status, "created_at": self.created_at})
+    }
+    pub fn item(&self) -> ApiResult<Item> {
+        Ok(to_item(member_pk(&self.id), PROFILE, self)?.gsi1("MEMBERS", self.email.clone()))
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EmailClaim {
+    pub member_id: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Session {
+    pub member_id: String,
+    pub expires_at: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct LoginFailures {
+    pub count: u32,
+    pub locked_until: u64,
+}
+
+// ---- keys ------------------------------------------------------------------------
+
+#[derive(Clone, Serialize, Deserialize)]
+pub struct MemberKey {
+    pub public_id: String,
+    pub member_id: String,
+    pub name: String,
+    pub secret_hash: String,
+    pub created_at: u64,
+    /// Set on keys created for an app by the login flow: the key sealed under the master
+    /// key, so `/v1/verify-token` can hand the same key to the app again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed_key: Option<String>,
+}
+
+impl MemberKey {
+    pub fn public(&self) -> Value {
+        json!({"public_id": self.public_id, "name": self.name, "created_at": self.created_at,
+               "app_id": self.app_id, "prefix": format!("sk-{}-", self.public_id)})
+    }
+    pub fn item(&self) -> ApiResult<Item> {
+        Ok(
+            to_item(member_pk(&self.member_id), key_sk(&self.public_id), self)?
+                .gsi1(format!("KEY#{}", self.public_id), ONE),
+        )
+    }
+}
+
+// ---- apps ------------------------------------------------------------------------
+
+#[derive(Clone, Serialize, Deserialize)]
+pub struct App {
+    pub id: String,
+    pub name: String,
+    pub sealed_secret: String,
+    pub callback_urls: Vec<String>,
+    pub created_at: u64,
+}
+
+impl App {
+    pub fn public(&self) -> Value {
+        json!({"id": self.id, "name": self.name, "callback_urls": self.callback_urls,
+               "created_at": self.created_at})
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AppToken {
+    pub member_id: String,
+    pub app_id: String,
+    pub expires_at: u64,
+}
+
+// ---- plans and subscriptions -------------------------------------------------------
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Plan {
+    #[serde(default)]
+    pub id: String,
+    pub name: String,
+    /// Price per period in micro-units of `currency`; 0 = free.
+    #[serde(default)]
+    pub price_micros: u64,
+    #[serde(default = "usd")]
+    pub currency: String,
+    pub period: PlanPeriod,
+    pub allowance_amount: u64,
+    pub allowance_unit: AllowanceUnit,
+    #[serde(default = "all_models")]
+    pub allowed_models: Vec<String>,
+    #[serde(default)]
+    pub rpm: Option<u32>,
+    #[serde(default)]
+    pub tpm: Option<u64>,
+    #[serde(default)]
+    pub overage: bool,
+    #[serde(default = "yes")]
+    pub visible: bool,
+    #[serde(default)]
+    pub sort_order: u32,
+    #[serde(default)]
+    pub capture: bool,
+}
+
+fn usd() -> String {
+    "USD".into()
+}
+fn all_models() -> Vec<String> {
+    vec!["*".into()]
+}
+fn yes() -> bool {
+    true
+}
+
+impl Plan {
+    pub fn item(&self) -> ApiResult<Item> {
+        Ok(to_item(plan_pk(&self.id), ONE, self)?
+            .gsi1("PLANS", format!("{:010}#{}", self.sort_order, self.id)))
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Subscription {
+    pub member_id: String,
+    pub plan_id: String,
+    pub started_at: u64,
+    pub period_start: u64,
+    pub period_end: u64,
+    /// `None` = renews by itself (free plans).
+    pub expires_at: Option<u64>,
+    pub status: String,
+    pub grant_id: String,
+}
+
+pub const SUBSCRIPTION: &str = "SUB";
+
+// ---- providers and models ------------------------------------------------------------
+
+#[derive(Clone, Serialize, Deserialize)]
+pub struct StoredCredential {
+    pub id: String,
+    pub sealed: String,
+    pub masked: String,
+    pub weight: u32,
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+pub struct StoredProvider {
+    pub id: String,
+    pub kind: ProviderKind,
+    pub base_url: String,
+    pub credentials: Vec<StoredCredential>,
+    pub prefix_routing: bool,
+    pub enabled: bool,
+    pub headers: std::collections::BTreeMap<String, String>,
+}
+
+impl StoredProvider {
+    pub fn public(&self) -> Value {
+        json!({"id": self.id, "kind": self.kind, "base_url": self.base_url,
+               "prefix_routing": self.prefix_routing, "enabled": self.enabled,
+               "headers": self.headers,
+               "credentials": self.credentials.iter().map(|c| json!({
+                   "id": c.id, "secret": c.masked, "weight": c.weight})).collect::<Vec<_>>()})
+    }
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+pub struct ModelEntry {
+    pub model: Model,
+    /// Pulled from this provider's `/models`.
+    #[serde(default)]
+    pub pulled_from: Option<String>,
+    /// No longer listed by the provider: never published.
+    #[serde(default)]
+    pub removed: bool,
+}
+
+impl ModelEntry {
+    pub fn public(&self) -> Value {
+        let mut v = serde_json::to_value(&self.model).unwrap_or(Value::Null);
+        if let Some(o) = v.as_object_mut() {
+            o.insert("pulled_from".into(), json!(self.pulled_from));
+            o.insert("removed".into(), json!(self.removed));
+        }
+        v
+    }
+    pub fn item(&self) -> ApiResult<Item> {
+        Ok(to_item(model_pk(&self.model.name), ONE, self)?.gsi1("MODELS", self.model.name.clone()))
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSettings {
+    #[serde(default)]
+    pub cors_origins: Vec<String>,
+    #[serde(default)]
+    pub capture_default: bool,
+    #[serde(default)]
+    pub force_stream_default: StreamMode,
+}
+
+impl Default for AdminSettings {
+    fn default() -> Self {
+        AdminSettings {
+            cors_origins: Vec::new(),
+            capture_default: false,
+            force_stream_default: StreamMode::Auto,
+        }
+    }
+}
+
+pub const SETTINGS_PK: &str = "SETTINGS";
+
+// ---- admins and audit ------------------------------------------------------------
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Admin,
+    Viewer,
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+pub struct Admin {
+    pub email: String,
+    pub role: Role,
+    pub password_hash: String,
+    pub created_at: u64,
+}
+
+impl Admin {
+    pub fn item(&self) -> ApiResult<Item> {
+        Ok(to_item(admin_pk(&self.email), ONE, self)?.gsi1("ADMINS", self.email.clone()))
+    }
+}
+
+pub async fn put<S: ItemStore>(store: &S, item: Item) -> ApiResult<()> {
+    Ok(store.put(item, Put::Upsert).await?)
+}
+
+pub fn index1(pk: &str) -> Query {
+    Query::index(Index::Gsi1, pk, "")
+}
