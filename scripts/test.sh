@@ -26,6 +26,8 @@ bash scripts/build-worker.sh
 cargo build --bins
 
 step "tests"
+# The worker's pure parts also build natively: its unit tests run here.
+cargo test -p tollbooth-edge --lib
 cargo test --no-fail-fast -- --test-threads="${TB_TEST_THREADS:-2}"
 
 step "all green"
