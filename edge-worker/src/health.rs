@@ -19,7 +19,7 @@ pub async fn health_handler(env: &Env) -> Result<Response> {
         Ok(v) => json!({ "ok": true, "catalogue_version": v }),
         Err(e) => json!({ "ok": false, "error": e.to_string() }),
     };
-    let healthy = d1["ok"] == true && kv["ok"] == true;
+    let healthy = d1.get("ok") == Some(&json!(true)) && kv.get("ok") == Some(&json!(true));
     let body = json!({
         "status": if healthy { "ok" } else { "degraded" },
         "service": "tollbooth-edge",

@@ -5,14 +5,26 @@
 //! Handlers never panic: on Workers a panic kills the isolate.
 
 mod health;
+pub mod internal;
+pub mod ledger;
+pub mod member_api;
+pub mod ratelimit;
 
 use worker::{event, Context, Env, Request, Response, Result};
 
 #[event(fetch)]
 async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
     let path = req.path();
+    if path.starts_with("/internal/v1/") {
+        return internal::internal_handler(req, &env).await;
+    }
     match (req.method(), path.as_str()) {
         (worker::Method::Get, "/health") => health::health_handler(&env).await,
+        (worker::Method::Get, "/v1/user-profile") => {
+            member_api::user_profile_handler(req, &env).await
+        }
+        (worker::Method::Get, "/api/usage") => member_api::usage_handler(req, &env).await,
+        (worker::Method::Get, "/api/v1/key") => member_api::key_info_handler(req, &env).await,
         _ => not_found(&path),
     }
 }

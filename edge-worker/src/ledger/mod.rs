@@ -1,0 +1,119 @@
+//! `D1Ledger`: wallets, plan allowances, reservations, usage events and rollups in D1.
+//!
+//! Invariants (docs/billing.md):
+//! - Admission is one conditional UPDATE (`... WHERE amount - used - reserved >= ?`)
+//!   batched with the reservation insert: no read-then-write race across isolates.
+//! - Settlement is one D1 batch guarded by the reservation's state transition
+//!   `reserved|expired -> settled`: replaying it changes nothing.
+//! - A batch's later statements act only if the guarding statement wrote this call's
+//!   random `claim` token, so "did the guard fire" never needs a round trip.
+//! - Money and quota are integers; JS numbers carry them exactly up to 2^53.
+
+mod admit;
+mod grants;
+mod settle;
+
+pub use admit::{admit, AdmitError, AdmitRequest, Admission, Source};
+pub use grants::{apply_credit, apply_grant, balance, AllowanceGrant, CreditOutcome, WalletCredit};
+pub use settle::{settle, sweep_expired, Outcome, OutcomeStatus, SettleResult};
+
+use serde::Deserialize;
+use worker::wasm_bindgen::JsValue;
+use worker::{D1Database, D1PreparedStatement, D1Result, Env, Request};
+
+/// The D1 binding of the ledger.
+pub const LEDGER_BINDING: &str = "LEDGER";
+
+/// How long a reservation may stay open before the sweep releases it.
+pub const RESERVATION_TTL_SECS: u64 = 15 * 60;
+
+/// Largest integer a JS number holds exactly.
+const MAX_SAFE: u64 = (1 << 53) - 1;
+
+/// The ledger database.
+pub fn db(env: &Env) -> worker::Result<D1Database> {
+    env.d1(LEDGER_BINDING)
+}
+
+/// Unix seconds now. Under `TEST_CLOCK = "1"` (tests only) the request header
+/// `x-tollbooth-test-now` overrides the clock, so periods and rate windows can be crossed
+/// without sleeping.
+pub fn now_secs(env: &Env, req: Option<&Request>) -> u64 {
+    if test_clock_enabled(env) {
+        if let Some(t) = req
+            .and_then(|r| r.headers().get("x-tollbooth-test-now").ok().flatten())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+        {
+            return t;
+        }
+    }
+    worker::Date::now().as_millis() / 1000
+}
+
+fn test_clock_enabled(env: &Env) -> bool {
+    env.var("TEST_CLOCK").is_ok_and(|v| v.to_string() == "1")
+}
+
+/// A random token for `claim` columns (uniqueness, not secrecy).
+pub fn claim_token() -> String {
+    let a = worker::js_sys::Math::random();
+    let b = worker::js_sys::Math::random();
+    // Scaled to 2^52 and 2^40: integral, non-negative, exact in u64.
+    format!(
+        "{:013x}{:010x}{:x}",
+        (a * 4_503_599_627_370_496.0) as u64,
+        (b * 1_099_511_627_776.0) as u64,
+        worker::Date::now().as_millis()
+    )
+}
+
+/// An integer bound parameter (clamped to JS's exact range).
+pub fn num(v: u64) -> JsValue {
+    JsValue::from_f64(v.min(MAX_SAFE) as f64)
+}
+
+/// A signed integer bound parameter.
+pub fn inum(v: i64) -> JsValue {
+    let max = MAX_SAFE as i64;
+    JsValue::from_f64(v.clamp(-max, max) as f64)
+}
+
+/// A text bound parameter.
+pub fn text(v: &str) -> JsValue {
+    JsValue::from_str(v)
+}
+
+/// A nullable text parameter: D1 rejects `undefined`, so `None` binds SQL NULL.
+pub fn opt_text(v: Option<&str>) -> JsValue {
+    v.map_or(JsValue::NULL, JsValue::from_str)
+}
+
+/// A nullable integer parameter.
+pub fn opt_num(v: Option<u64>) -> JsValue {
+    v.map_or(JsValue::NULL, num)
+}
+
+/// `db.prepare(sql).bind(params)`.
+pub fn stmt(db: &D1Database, sql: &str, params: &[JsValue]) -> worker::Result<D1PreparedStatement> {
+    db.prepare(sql).bind(params)
+}
+
+/// Rows changed by one statement of a batch.
+pub fn changes(result: &D1Result) -> usize {
+    result
+        .meta()
+        .ok()
+        .flatten()
+        .and_then(|m| m.changes)
+        .unwrap_or(0)
+}
+
+/// D1 returns integers as JS numbers; read them as i64 and clamp to u64 where needed.
+pub fn non_negative(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct CountRow {
+    pub n: i64,
+}
