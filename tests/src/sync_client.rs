@@ -49,6 +49,10 @@ pub struct RawCall {
 }
 
 pub struct SyncClient {
+    /// The last timestamp this client signed with: identical requests in one second
+    /// would have identical signatures (refused as replays), so each call gets a
+    /// distinct timestamp, running ahead of the clock by at most a few seconds.
+    last_ts: AtomicU64,
     base_url: String,
     secret: Vec<u8>,
     http: reqwest::Client,
@@ -80,6 +84,7 @@ impl SyncClient {
             base_url: base_url.into().trim_end_matches('/').to_string(),
             secret: secret.as_ref().to_vec(),
             http: reqwest::Client::new(),
+            last_ts: AtomicU64::new(0),
         }
     }
 
@@ -98,7 +103,7 @@ impl SyncClient {
             method: method.to_string(),
             path_and_query: path_and_query.to_string(),
             body,
-            timestamp: now_unix(),
+            timestamp: self.next_timestamp(),
             signature: None,
             idempotency_key: idempotency_key
                 .map(str::to_string)
@@ -106,6 +111,22 @@ impl SyncClient {
         };
         call.signature = Some(self.sign(&call));
         call
+    }
+
+    fn next_timestamp(&self) -> u64 {
+        let now = now_unix();
+        let mut prev = self.last_ts.load(Ordering::Relaxed);
+        loop {
+            // Never more than 60 s ahead of the clock (the worker accepts 300 s).
+            let next = if prev >= now { (prev + 1).min(now + 60) } else { now };
+            match self
+                .last_ts
+                .compare_exchange(prev, next, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => return next,
+                Err(p) => prev = p,
+            }
+        }
     }
 
     /// The signature of `call` as it stands.
