@@ -8,11 +8,14 @@
 //! undone. Tokens are counted with the reservation estimate and corrected to the actual
 //! usage at settlement.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+
 use serde::Deserialize;
 use tollbooth_core::catalogue::PlanLimits;
 use tollbooth_core::error::GatewayError;
 use tollbooth_core::keyrecord::KeyRecord;
-use worker::{D1Database, Headers};
+use worker::{D1Database, Headers, Response};
 
 use crate::ledger::{inum, num, stmt, text};
 
@@ -257,6 +260,39 @@ pub fn correction_params(
         text(request_id),
         text(claim),
     ]
+}
+
+thread_local! {
+    /// Refusals waiting for their 429 response, by request id (the router renders the
+    /// error; [`decorate_refusal`] adds the `x-ratelimit-*` headers to it).
+    static REFUSALS: RefCell<HashMap<String, RateLimitRefusal>> = RefCell::new(HashMap::new());
+}
+
+/// Remembers a refusal until its response is decorated.
+pub fn remember_refusal(request_id: &str, refusal: RateLimitRefusal) {
+    REFUSALS.with(|r| {
+        let mut r = r.borrow_mut();
+        if r.len() > 1024 {
+            r.clear();
+        }
+        r.insert(request_id.to_string(), refusal);
+    });
+}
+
+/// Adds `Retry-After` and `x-ratelimit-*` to a 429 this isolate refused (matched by the
+/// response's `x-request-id`).
+pub fn decorate_refusal(resp: Response) -> Response {
+    if resp.status_code() != 429 {
+        return resp;
+    }
+    let id = resp.headers().get("x-request-id").ok().flatten();
+    let refusal = id.and_then(|id| REFUSALS.with(|r| r.borrow_mut().remove(&id)));
+    if let Some(refusal) = refusal {
+        let mut resp = resp;
+        let _ = refusal.apply_headers(resp.headers_mut());
+        return resp;
+    }
+    resp
 }
 
 /// Why a rate check did not admit.

@@ -10,6 +10,7 @@
 //! - Money and quota are integers; JS numbers carry them exactly up to 2^53.
 
 mod admit;
+pub mod clock;
 mod grants;
 mod settle;
 
@@ -35,23 +36,9 @@ pub fn db(env: &Env) -> worker::Result<D1Database> {
     env.d1(LEDGER_BINDING)
 }
 
-/// Unix seconds now. Under `TEST_CLOCK = "1"` (tests only) the request header
-/// `x-tollbooth-test-now` overrides the clock, so periods and rate windows can be crossed
-/// without sleeping.
-pub fn now_secs(env: &Env, req: Option<&Request>) -> u64 {
-    if test_clock_enabled(env) {
-        if let Some(t) = req
-            .and_then(|r| r.headers().get("x-tollbooth-test-now").ok().flatten())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-        {
-            return t;
-        }
-    }
-    worker::Date::now().as_millis() / 1000
-}
-
-fn test_clock_enabled(env: &Env) -> bool {
-    env.var("TEST_CLOCK").is_ok_and(|v| v.to_string() == "1")
+/// Unix seconds now (see [`clock`]: a test override under `TEST_CLOCK = "1"`).
+pub fn now_secs(_env: &Env, _req: Option<&Request>) -> u64 {
+    clock::now()
 }
 
 /// A random token for `claim` columns (uniqueness, not secrecy).
