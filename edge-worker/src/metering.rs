@@ -180,7 +180,21 @@ pub async fn settle(env: &Env, req: &MeterRequest, reservation: Reservation, out
         now: ledger::clock::now(),
     };
     let result = match ledger::db(env) {
-        Ok(db) => ledger::settle(&db, &adm, &ledger_outcome).await,
+        Ok(db) => {
+            let first = ledger::settle(&db, &adm, &ledger_outcome).await;
+            // Tests only: settle twice, as a retried `wait_until` would; the second must
+            // change nothing.
+            if env.var("TEST_REPLAY_SETTLE").is_ok_and(|v| v.to_string() == "1") {
+                let again = ledger::settle(&db, &adm, &ledger_outcome).await;
+                if !matches!(again, Ok(ledger::SettleResult::AlreadySettled)) {
+                    worker::console_error!(
+                        "{}",
+                        serde_json::json!({"msg": "replayed settlement was not a no-op", "request_id": req.request_id})
+                    );
+                }
+            }
+            first
+        }
         Err(e) => Err(e),
     };
     if let Err(e) = result {

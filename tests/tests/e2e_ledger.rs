@@ -295,3 +295,404 @@ async fn test_keys_members_and_catalogue_through_internal_api() {
     assert_eq!(health["kv"]["catalogue_version"], "v7");
     tokio::time::sleep(Duration::from_millis(1)).await;
 }
+
+// ---------------------------------------------------------------------------------------
+// Through the real request path (/v1/chat/completions).
+// ---------------------------------------------------------------------------------------
+
+use tollbooth_core::auth::ApiKey;
+use tollbooth_core::keyrecord::KeyRecord;
+use tollbooth_tests::mock::{spawn, MockConfig, MockHandle};
+
+/// Price of every test model: 1 micro per input token, 2 per output token.
+const INPUT_PER_MTOK: u64 = 1_000_000;
+const OUTPUT_PER_MTOK: u64 = 2_000_000;
+
+struct Gateway {
+    worker: EdgeWorker,
+    sync: SyncClient,
+    _mock: MockHandle,
+    http: reqwest::Client,
+}
+
+fn catalogue(mock_base: &str) -> Value {
+    let model = |name: &str, upstream: &str| {
+        json!({"name": name, "deployments": [{"provider": "mock", "model": upstream}],
+               "price": {"input_per_mtok": INPUT_PER_MTOK, "output_per_mtok": OUTPUT_PER_MTOK},
+               "max_output_tokens": 1000})
+    };
+    json!({
+        "version": "ledger-test-1",
+        "providers": [{"id": "mock", "kind": "openai", "base_url": format!("{mock_base}/v1"),
+                       "credentials": [{"id": "c1", "secret": "sk-upstream-secret"}]}],
+        "models": [
+            model("m", "gpt-4o-mini"),
+            model("m-slow", "gpt-4o-mini@ttft=3000"),
+            model("m-long", "gpt-4o-mini@chunks=40,delay=50"),
+            model("m-fail", "gpt-4o-mini@status=500"),
+            model("m-nousage", "gpt-4o-mini@usage=0"),
+        ],
+        "plans": [
+            {"id": "basic", "allowed_models": ["*"]},
+            {"id": "overage", "allowed_models": ["*"], "overage": true},
+            {"id": "limited", "allowed_models": ["*"], "rpm": 100},
+        ],
+    })
+}
+
+impl Gateway {
+    async fn start(extra: &[(&str, &str)]) -> Gateway {
+        let mock = spawn(MockConfig::default()).await.unwrap();
+        let mut vars = vec![
+            ("ALLOW_LOOPBACK_UPSTREAMS", "true"),
+            ("CATALOGUE_TTL_MS", "0"),
+            ("KEY_CACHE_TTL_MS", "0"),
+            ("BREAKER_FAILURE_THRESHOLD", "100000"),
+        ];
+        vars.extend_from_slice(extra);
+        let (worker, sync) = start_worker(&vars).await;
+        let snapshot = serde_json::from_value(catalogue(&mock.base_url())).unwrap();
+        let r = sync.put_catalogue(&snapshot).await.unwrap();
+        assert_eq!(r.status, 200, "{}", r.body);
+        Gateway {
+            worker,
+            sync,
+            _mock: mock,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// A new key for `member` on `plan`; returns the full key.
+    async fn key(&self, member: &str, plan: &str, rpm: Option<u32>) -> String {
+        let mut seed = [0u8; 32];
+        for (i, b) in format!("{member}/{plan}/{rpm:?}-seed-bytes-for-key-gen")
+            .bytes()
+            .take(32)
+            .enumerate()
+        {
+            seed[i] = b;
+        }
+        let key = ApiKey::generate(&seed);
+        let record = KeyRecord {
+            public_id: key.public_id().to_string(),
+            secret_hash: key.secret_hash(),
+            member_id: member.into(),
+            plan_id: plan.into(),
+            status: Default::default(),
+            role: Default::default(),
+            expires_at: None,
+            allowed_models: None,
+            rpm,
+            tpm: None,
+            capture: false,
+            name: None,
+        };
+        let r = self.sync.put_key(&record).await.unwrap();
+        assert_eq!(r.status, 200, "{}", r.body);
+        key.expose()
+    }
+
+    async fn grant(&self, member: &str, unit: &str, amount: u64, period: Option<(&str, u64)>) {
+        let now = now_unix();
+        let (period, start, end) = match period {
+            Some((p, start)) => (p, start, start + 86_400),
+            None => ("none", now - 60, now + 86_400),
+        };
+        let r = self
+            .sync
+            .put_allowance(
+                member,
+                &json!({"plan_id": "basic", "unit": unit, "amount": amount,
+                        "period_start": start, "period_end": end,
+                        "grant_id": format!("grant-{member}-{unit}-{start}"), "period": period}),
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+
+    async fn chat(&self, key: &str, model: &str, extra: Value, clock: Option<u64>) -> reqwest::Response {
+        let mut body = json!({"model": model,
+            "messages": [{"role": "user", "content": "hello world"}], "max_tokens": 10});
+        if let (Some(b), Value::Object(e)) = (body.as_object_mut(), extra) {
+            b.extend(e);
+        }
+        let mut rb = self
+            .http
+            .post(format!("{}/v1/chat/completions", self.worker.base_url))
+            .bearer_auth(key)
+            .json(&body);
+        if let Some(t) = clock {
+            rb = rb.header("x-tollbooth-test-now", t.to_string());
+        }
+        rb.send().await.unwrap()
+    }
+
+    async fn balance(&self, member: &str) -> Value {
+        let r = self.sync.balance(member).await.unwrap();
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.body
+    }
+
+    /// Waits until the member has no open reservation (settlement runs in wait_until).
+    async fn settled(&self, member: &str) -> Value {
+        for _ in 0..200 {
+            let b = self.balance(member).await;
+            if b["open_reservations"] == 0 {
+                return b;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("reservations of {member} never settled");
+    }
+
+    /// All usage events of a member.
+    async fn events(&self, member: &str) -> Vec<Value> {
+        let mut out = Vec::new();
+        let mut after = String::new();
+        loop {
+            let r = self.sync.read_feed("usage", &after, 1000).await.unwrap();
+            assert_eq!(r.status, 200, "{}", r.body);
+            let events = r.body["events"].as_array().cloned().unwrap_or_default();
+            if events.is_empty() {
+                return out;
+            }
+            out.extend(events.into_iter().filter(|e| e["member_id"] == member));
+            after = r.body["next"].as_str().unwrap().to_string();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_concurrent_requests_never_overspend_and_replayed_settle_is_a_no_op() {
+    let gw = Gateway::start(&[("TEST_REPLAY_SETTLE", "1")]).await;
+    let key = gw.key("m-conc", "basic", None).await;
+    // Each request reserves 10 (prompt estimate) + 10 (max_tokens) = 20 tokens; the
+    // allowance fits exactly 10 of them. The slow upstream keeps every admitted request
+    // open while the others try.
+    gw.grant("m-conc", "tokens", 200, None).await;
+
+    let mut handles = Vec::new();
+    for _ in 0..50 {
+        let http = gw.http.clone();
+        let url = format!("{}/v1/chat/completions", gw.worker.base_url);
+        let key = key.clone();
+        handles.push(tokio::spawn(async move {
+            let r = http
+                .post(url)
+                .bearer_auth(key)
+                .json(&json!({"model": "m-slow", "max_tokens": 10,
+                    "messages": [{"role": "user", "content": "hello world"}]}))
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            let body: Value = r.json().await.unwrap_or(Value::Null);
+            (status, body)
+        }));
+    }
+    let mut admitted = 0;
+    for h in handles {
+        let (status, body) = h.await.unwrap();
+        match status {
+            200 => admitted += 1,
+            402 => assert_eq!(body["error"]["code"], "insufficient_quota", "{body}"),
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    assert!(admitted <= 10, "admitted {admitted} > 10");
+    assert!(admitted >= 1);
+
+    let b = gw.settled("m-conc").await;
+    let events = gw.events("m-conc").await;
+    assert_eq!(events.len(), admitted, "one usage event per admitted request");
+    let charged: i64 = events.iter().map(|e| e["charged"].as_i64().unwrap()).sum();
+    // P = 2 words, C = 3 chunks: 5 tokens each, charged once although settled twice.
+    assert!(events.iter().all(|e| e["charged"] == 5 && e["estimated"] == 0));
+    assert_eq!(b["allowance"]["used"], charged, "{b}");
+    assert_eq!(b["allowance"]["reserved"], 0, "{b}");
+    assert!(b["allowance"]["remaining"].as_i64().unwrap() >= 0);
+    assert_eq!(
+        b["allowance"]["remaining"].as_i64().unwrap(),
+        200 - charged
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_partial_failed_and_estimated_requests_and_allowance_units() {
+    let gw = Gateway::start(&[]).await;
+
+    // Each unit charges its own measure of one request: P = 2, C = 3, "tok0 tok1 tok2 ".
+    let cases = [
+        ("tokens", 5),
+        ("characters", 15),
+        ("requests", 1),
+        ("money", 2 + 3 * 2),
+    ];
+    for (unit, expected) in cases {
+        let member = format!("m-unit-{unit}");
+        let key = gw.key(&member, "basic", None).await;
+        gw.grant(&member, unit, 1_000, None).await;
+        let r = gw.chat(&key, "m", json!({}), None).await;
+        assert_eq!(r.status(), 200, "{unit}");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["choices"][0]["message"]["content"], "tok0 tok1 tok2 ");
+        let b = gw.settled(&member).await;
+        assert_eq!(b["allowance"]["used"], expected, "{unit}: {b}");
+        assert_eq!(b["allowance"]["reserved"], 0);
+        let ev = gw.events(&member).await;
+        assert_eq!(ev.len(), 1);
+        assert_eq!(ev[0]["charged"], expected);
+        assert_eq!(ev[0]["charged_unit"], unit);
+        assert_eq!(ev[0]["cost_micros"], 8);
+    }
+
+    // No allowance: the wallet pays in money; an empty wallet refuses with 402.
+    let key = gw.key("m-wallet", "basic", None).await;
+    let r = gw.chat(&key, "m", json!({}), None).await;
+    assert_eq!(r.status(), 402);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "insufficient_quota");
+    assert!(body["error"]["message"].as_str().unwrap().contains("wallet"));
+    gw.sync
+        .credit_wallet("m-wallet", "w-1", 1_000, "top-up")
+        .await
+        .unwrap();
+    assert_eq!(gw.chat(&key, "m", json!({}), None).await.status(), 200);
+    let b = gw.settled("m-wallet").await;
+    assert_eq!(b["wallet"]["balance_micros"], 1_000 - 8);
+    assert_eq!(b["wallet"]["reserved_micros"], 0);
+
+    // Upstream 500 before any output: nothing billed, the reservation released.
+    let key = gw.key("m-fail", "basic", None).await;
+    gw.grant("m-fail", "tokens", 1_000, None).await;
+    let r = gw.chat(&key, "m-fail", json!({}), None).await;
+    assert!(r.status().is_server_error(), "{}", r.status());
+    let b = gw.settled("m-fail").await;
+    assert_eq!(b["allowance"]["used"], 0, "{b}");
+    assert_eq!(b["allowance"]["reserved"], 0);
+    let ev = gw.events("m-fail").await;
+    assert!(ev.iter().all(|e| e["charged"] == 0 && e["status"] == "upstream_error"));
+
+    // A stream without usage is billed by estimate and flagged: input = the prompt
+    // estimate (ceil(11 / 4) + 3 + 4 = 10), output = ceil(15 chars / 4) = 4.
+    let key = gw.key("m-est", "basic", None).await;
+    gw.grant("m-est", "tokens", 1_000, None).await;
+    let r = gw
+        .chat(&key, "m-nousage", json!({"stream": true}), None)
+        .await;
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap();
+    assert!(text.contains("tok2"));
+    let b = gw.settled("m-est").await;
+    let ev = gw.events("m-est").await;
+    assert_eq!(ev.len(), 1);
+    assert_eq!(ev[0]["estimated"], 1, "{}", ev[0]);
+    assert_eq!(ev[0]["output_tokens"], 4);
+    assert_eq!(ev[0]["input_tokens"], 10);
+    assert_eq!(b["allowance"]["used"], 14);
+
+    // Client disconnect mid-stream: the gateway keeps reading the upstream and bills
+    // what it produced (40 chunks, the provider's own usage), not what was delivered.
+    let key = gw.key("m-abort", "basic", None).await;
+    gw.grant("m-abort", "tokens", 10_000, None).await;
+    let mut r = gw
+        .chat(
+            &key,
+            "m-long",
+            json!({"stream": true, "max_tokens": 100, "stream_options": {"include_usage": true}}),
+            None,
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let first = r.chunk().await.unwrap();
+    assert!(first.is_some());
+    drop(r); // the client goes away after the first chunk
+    let b = gw.settled("m-abort").await;
+    let ev = gw.events("m-abort").await;
+    assert_eq!(ev.len(), 1);
+    assert_eq!(ev[0]["status"], "client_abort", "{}", ev[0]);
+    assert_eq!(ev[0]["output_tokens"], 40, "{}", ev[0]);
+    assert_eq!(ev[0]["estimated"], 0);
+    assert_eq!(b["allowance"]["used"], 2 + 40);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_rate_limit_boundary_period_reset_and_member_endpoints() {
+    let gw = Gateway::start(&[]).await;
+
+    // Rate limit: 3 per minute for this key, at a fixed test clock.
+    let key = gw.key("m-rl", "basic", Some(3)).await;
+    gw.grant("m-rl", "requests", 1_000, None).await;
+    let t0 = (now_unix() / 60) * 60 + 5;
+    for i in 0..3 {
+        let r = gw.chat(&key, "m", json!({}), Some(t0 + i)).await;
+        assert_eq!(r.status(), 200, "request {i}");
+    }
+    let r = gw.chat(&key, "m", json!({}), Some(t0 + 3)).await;
+    assert_eq!(r.status(), 429);
+    let h = r.headers();
+    assert_eq!(h["retry-after"], (60 - 8).to_string().as_str());
+    assert_eq!(h["x-ratelimit-limit"], "3");
+    assert_eq!(h["x-ratelimit-remaining"], "0");
+    assert_eq!(h["x-ratelimit-reset"], (60 - 8).to_string().as_str());
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "rate_limit_exceeded");
+    // The refused request charged nothing.
+    let b = gw.settled("m-rl").await;
+    assert_eq!(b["allowance"]["used"], 3);
+    // The next window admits again.
+    let r = gw.chat(&key, "m", json!({}), Some(t0 + 60)).await;
+    assert_eq!(r.status(), 200);
+
+    // Period reset: 2 requests per day, renewing daily.
+    let key = gw.key("m-period", "basic", None).await;
+    let start = now_unix() - 100;
+    gw.grant("m-period", "requests", 2, Some(("day", start))).await;
+    for _ in 0..2 {
+        assert_eq!(gw.chat(&key, "m", json!({}), None).await.status(), 200);
+    }
+    gw.settled("m-period").await;
+    let r = gw.chat(&key, "m", json!({}), None).await;
+    assert_eq!(r.status(), 402);
+    let body: Value = r.json().await.unwrap();
+    assert!(body["error"]["message"].as_str().unwrap().contains("plan allowance"));
+    let next_day = start + 86_400 + 10;
+    assert_eq!(gw.chat(&key, "m", json!({}), Some(next_day)).await.status(), 200);
+
+    // Member endpoints.
+    let r = gw
+        .http
+        .get(format!("{}/api/usage", gw.worker.base_url))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let usage: Value = r.json().await.unwrap();
+    assert_eq!(usage["allowance"]["unit"], "requests");
+    let hourly_requests: i64 = usage["hourly"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["requests"].as_i64().unwrap())
+        .sum();
+    assert!(hourly_requests >= 2, "{usage}");
+    assert!(!usage["daily"].as_array().unwrap().is_empty());
+
+    let r = gw
+        .http
+        .get(format!("{}/api/v1/key", gw.worker.base_url))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    let info: Value = r.json().await.unwrap();
+    assert_eq!(info["data"]["limit"], 2, "{info}");
+    assert_eq!(info["data"]["limit_unit"], "requests");
+
+    // Rollups are readable by cursor.
+    let r = gw.sync.read_feed("rollups", "", 100).await.unwrap();
+    assert_eq!(r.status, 200);
+    assert!(!r.body["events"].as_array().unwrap().is_empty());
+}
