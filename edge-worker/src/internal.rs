@@ -122,13 +122,8 @@ pub async fn internal_handler(mut req: Request, env: &Env) -> Result<Response> {
         timestamp,
         body: &body,
     };
-    let verified = match verify_request(
-        secret.as_bytes(),
-        &signed,
-        &sig,
-        now,
-        DEFAULT_WINDOW_SECS,
-    ) {
+    let verified = match verify_request(secret.as_bytes(), &signed, &sig, now, DEFAULT_WINDOW_SECS)
+    {
         Ok(v) => v,
         Err(e) => return unauthorized(&format!("Rejected signature: {e}.")),
     };
@@ -169,8 +164,7 @@ pub async fn internal_handler(mut req: Request, env: &Env) -> Result<Response> {
                 );
             }
             let mut resp = Response::ok(stored.body)?.with_status(200);
-            resp.headers_mut()
-                .set("content-type", "application/json")?;
+            resp.headers_mut().set("content-type", "application/json")?;
             resp.headers_mut().set(REPLAY_HEADER, "true")?;
             return Ok(resp);
         }
@@ -306,7 +300,8 @@ async fn put_key(id: &str, body: &[u8], env: &Env) -> Result<Response> {
     if record.public_id != id {
         return bad_request("public_id does not match the path", "public_id");
     }
-    let json = serde_json::to_string(&record).map_err(|e| worker::Error::RustError(e.to_string()))?;
+    let json =
+        serde_json::to_string(&record).map_err(|e| worker::Error::RustError(e.to_string()))?;
     env.kv("KEYS")?
         .put(&KeyRecord::kv_key(id), json)?
         .execute()
@@ -328,10 +323,12 @@ async fn put_member_status(id: &str, body: &[u8], env: &Env) -> Result<Response>
     if status.status != "active" && status.status != "suspended" {
         return bad_request("status must be active or suspended", "status");
     }
-    let mut record = member_record(env, id).await?.unwrap_or_else(|| MemberRecord {
-        member_id: id.to_string(),
-        ..MemberRecord::default()
-    });
+    let mut record = member_record(env, id)
+        .await?
+        .unwrap_or_else(|| MemberRecord {
+            member_id: id.to_string(),
+            ..MemberRecord::default()
+        });
     record.status = status.status;
     store_member(env, &record).await?;
     ok(json!({ "member_id": id, "status": record.status }))
@@ -376,7 +373,8 @@ async fn put_member(id: &str, body: &[u8], env: &Env) -> Result<Response> {
 }
 
 async fn store_member(env: &Env, record: &MemberRecord) -> Result<()> {
-    let json = serde_json::to_string(record).map_err(|e| worker::Error::RustError(e.to_string()))?;
+    let json =
+        serde_json::to_string(record).map_err(|e| worker::Error::RustError(e.to_string()))?;
     env.kv("KEYS")?
         .put(&MemberRecord::kv_key(&record.member_id), json)?
         .execute()

@@ -194,7 +194,11 @@ pub async fn key_info_handler(req: Request, env: &Env) -> Result<Response> {
     let usage_micros = f(f(&balance, "usage"), "cost_micros").as_i64().unwrap_or(0);
     let (limit, remaining, reset) = if allowance.is_null() {
         let avail = f(wallet, "available_micros").as_i64();
-        (Value::Null, avail.map_or(Value::Null, currency), Value::Null)
+        (
+            Value::Null,
+            avail.map_or(Value::Null, currency),
+            Value::Null,
+        )
     } else {
         let unit = f(allowance, "unit").as_str().unwrap_or("tokens");
         let amount = f(allowance, "amount").as_i64().unwrap_or(0);

@@ -28,7 +28,7 @@ use worker::Env;
 
 use crate::auth::KvKeyStore;
 use crate::config::Config;
-use crate::ledger::{self, AdmitError, AdmitRequest, Admission, OutcomeStatus};
+use crate::ledger::{self, Admission, AdmitError, AdmitRequest, OutcomeStatus};
 use crate::{catalogue, ratelimit, util};
 
 /// What the metering hooks know about a request before it is routed.
@@ -171,8 +171,16 @@ pub async fn settle(env: &Env, req: &MeterRequest, reservation: Reservation, out
     };
     let failed_before_output = outcome.status >= 400;
     let ledger_outcome = ledger::Outcome {
-        usage: if failed_before_output { None } else { outcome.usage },
-        output_chars: if failed_before_output { 0 } else { outcome.output_chars },
+        usage: if failed_before_output {
+            None
+        } else {
+            outcome.usage
+        },
+        output_chars: if failed_before_output {
+            0
+        } else {
+            outcome.output_chars
+        },
         status: Some(status),
         deployment: outcome.deployment,
         latency_ms: util::now_ms().saturating_sub(reservation.admitted_ms),
@@ -184,7 +192,10 @@ pub async fn settle(env: &Env, req: &MeterRequest, reservation: Reservation, out
             let first = ledger::settle(&db, &adm, &ledger_outcome).await;
             // Tests only: settle twice, as a retried `wait_until` would; the second must
             // change nothing.
-            if env.var("TEST_REPLAY_SETTLE").is_ok_and(|v| v.to_string() == "1") {
+            if env
+                .var("TEST_REPLAY_SETTLE")
+                .is_ok_and(|v| v.to_string() == "1")
+            {
                 let again = ledger::settle(&db, &adm, &ledger_outcome).await;
                 if !matches!(again, Ok(ledger::SettleResult::AlreadySettled)) {
                     worker::console_error!(

@@ -118,7 +118,11 @@ impl SyncClient {
         let mut prev = self.last_ts.load(Ordering::Relaxed);
         loop {
             // Never more than 60 s ahead of the clock (the worker accepts 300 s).
-            let next = if prev >= now { (prev + 1).min(now + 60) } else { now };
+            let next = if prev >= now {
+                (prev + 1).min(now + 60)
+            } else {
+                now
+            };
             match self
                 .last_ts
                 .compare_exchange(prev, next, Ordering::Relaxed, Ordering::Relaxed)
@@ -202,8 +206,13 @@ impl SyncClient {
     }
 
     pub async fn revoke_key(&self, public_id: &str) -> Result<SyncResponse, BoxError> {
-        self.request("DELETE", &format!("/internal/v1/keys/{public_id}"), None, None)
-            .await
+        self.request(
+            "DELETE",
+            &format!("/internal/v1/keys/{public_id}"),
+            None,
+            None,
+        )
+        .await
     }
 
     pub async fn set_member_status(

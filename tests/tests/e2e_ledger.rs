@@ -411,7 +411,13 @@ impl Gateway {
         assert_eq!(r.status, 200, "{}", r.body);
     }
 
-    async fn chat(&self, key: &str, model: &str, extra: Value, clock: Option<u64>) -> reqwest::Response {
+    async fn chat(
+        &self,
+        key: &str,
+        model: &str,
+        extra: Value,
+        clock: Option<u64>,
+    ) -> reqwest::Response {
         let mut body = json!({"model": model,
             "messages": [{"role": "user", "content": "hello world"}], "max_tokens": 10});
         if let (Some(b), Value::Object(e)) = (body.as_object_mut(), extra) {
@@ -505,17 +511,20 @@ async fn test_concurrent_requests_never_overspend_and_replayed_settle_is_a_no_op
 
     let b = gw.settled("m-conc").await;
     let events = gw.events("m-conc").await;
-    assert_eq!(events.len(), admitted, "one usage event per admitted request");
+    assert_eq!(
+        events.len(),
+        admitted,
+        "one usage event per admitted request"
+    );
     let charged: i64 = events.iter().map(|e| e["charged"].as_i64().unwrap()).sum();
     // P = 2 words, C = 3 chunks: 5 tokens each, charged once although settled twice.
-    assert!(events.iter().all(|e| e["charged"] == 5 && e["estimated"] == 0));
+    assert!(events
+        .iter()
+        .all(|e| e["charged"] == 5 && e["estimated"] == 0));
     assert_eq!(b["allowance"]["used"], charged, "{b}");
     assert_eq!(b["allowance"]["reserved"], 0, "{b}");
     assert!(b["allowance"]["remaining"].as_i64().unwrap() >= 0);
-    assert_eq!(
-        b["allowance"]["remaining"].as_i64().unwrap(),
-        200 - charged
-    );
+    assert_eq!(b["allowance"]["remaining"].as_i64().unwrap(), 200 - charged);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -553,7 +562,10 @@ async fn test_partial_failed_and_estimated_requests_and_allowance_units() {
     assert_eq!(r.status(), 402);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"]["code"], "insufficient_quota");
-    assert!(body["error"]["message"].as_str().unwrap().contains("wallet"));
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("wallet"));
     gw.sync
         .credit_wallet("m-wallet", "w-1", 1_000, "top-up")
         .await
@@ -572,7 +584,9 @@ async fn test_partial_failed_and_estimated_requests_and_allowance_units() {
     assert_eq!(b["allowance"]["used"], 0, "{b}");
     assert_eq!(b["allowance"]["reserved"], 0);
     let ev = gw.events("m-fail").await;
-    assert!(ev.iter().all(|e| e["charged"] == 0 && e["status"] == "upstream_error"));
+    assert!(ev
+        .iter()
+        .all(|e| e["charged"] == 0 && e["status"] == "upstream_error"));
 
     // A stream without usage is billed by estimate and flagged: input = the prompt
     // estimate (ceil(11 / 4) + 3 + 4 = 10), output = ceil(15 chars / 4) = 4.
@@ -648,7 +662,8 @@ async fn test_rate_limit_boundary_period_reset_and_member_endpoints() {
     // Period reset: 2 requests per day, renewing daily.
     let key = gw.key("m-period", "basic", None).await;
     let start = now_unix() - 100;
-    gw.grant("m-period", "requests", 2, Some(("day", start))).await;
+    gw.grant("m-period", "requests", 2, Some(("day", start)))
+        .await;
     for _ in 0..2 {
         assert_eq!(gw.chat(&key, "m", json!({}), None).await.status(), 200);
     }
@@ -656,9 +671,15 @@ async fn test_rate_limit_boundary_period_reset_and_member_endpoints() {
     let r = gw.chat(&key, "m", json!({}), None).await;
     assert_eq!(r.status(), 402);
     let body: Value = r.json().await.unwrap();
-    assert!(body["error"]["message"].as_str().unwrap().contains("plan allowance"));
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("plan allowance"));
     let next_day = start + 86_400 + 10;
-    assert_eq!(gw.chat(&key, "m", json!({}), Some(next_day)).await.status(), 200);
+    assert_eq!(
+        gw.chat(&key, "m", json!({}), Some(next_day)).await.status(),
+        200
+    );
 
     // Member endpoints.
     let r = gw

@@ -255,7 +255,14 @@ async fn uncount(db: &D1Database, rate: &RateTicket) {
     let batch: Vec<_> = rate
         .scopes
         .iter()
-        .filter_map(|s| stmt(db, sql, &[text(s), num(rate.window_start), num(rate.tokens)]).ok())
+        .filter_map(|s| {
+            stmt(
+                db,
+                sql,
+                &[text(s), num(rate.window_start), num(rate.tokens)],
+            )
+            .ok()
+        })
         .collect();
     let _ = db.batch(batch).await;
 }
@@ -288,7 +295,14 @@ async fn reserve(
             let amount = req.estimate.in_unit(unit, &req.price);
             let ps = super::non_negative(a.period_start);
             if try_allowance(db, req, ps, amount).await? {
-                return Ok(Some(admission(req, Source::Allowance, unit, Some(ps), amount, rate)));
+                return Ok(Some(admission(
+                    req,
+                    Source::Allowance,
+                    unit,
+                    Some(ps),
+                    amount,
+                    rate,
+                )));
             }
         }
         if !overage {

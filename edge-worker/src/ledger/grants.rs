@@ -119,10 +119,7 @@ impl AllowanceGrant {
             ));
         }
         if self.period_end <= self.period_start {
-            return Err((
-                "period_end",
-                "period_end must be after period_start".into(),
-            ));
+            return Err(("period_end", "period_end must be after period_start".into()));
         }
         if self.grant_id.is_empty() {
             return Err(("grant_id", "grant_id must not be empty".into()));

@@ -14,7 +14,7 @@ pub mod clock;
 mod grants;
 mod settle;
 
-pub use admit::{admit, AdmitError, AdmitRequest, Admission, Source};
+pub use admit::{admit, Admission, AdmitError, AdmitRequest, Source};
 pub use grants::{apply_credit, apply_grant, balance, AllowanceGrant, CreditOutcome, WalletCredit};
 pub use settle::{settle, sweep_expired, Outcome, OutcomeStatus, SettleResult};
 

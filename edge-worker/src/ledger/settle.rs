@@ -267,28 +267,24 @@ pub async fn sweep_expired(
     limit: u64,
 ) -> worker::Result<u64> {
     let rows: Vec<OpenReservation> = match member_id {
-        Some(m) => {
-            stmt(
-                db,
-                "SELECT request_id, member_id, source, period_start, amount FROM reservations \
+        Some(m) => stmt(
+            db,
+            "SELECT request_id, member_id, source, period_start, amount FROM reservations \
                  WHERE member_id = ?1 AND state = 'reserved' AND expires_at <= ?2 LIMIT ?3",
-                &[text(m), num(now), num(limit)],
-            )?
-            .all()
-            .await?
-            .results()?
-        }
-        None => {
-            stmt(
-                db,
-                "SELECT request_id, member_id, source, period_start, amount FROM reservations \
+            &[text(m), num(now), num(limit)],
+        )?
+        .all()
+        .await?
+        .results()?,
+        None => stmt(
+            db,
+            "SELECT request_id, member_id, source, period_start, amount FROM reservations \
                  WHERE state = 'reserved' AND expires_at <= ?1 LIMIT ?2",
-                &[num(now), num(limit)],
-            )?
-            .all()
-            .await?
-            .results()?
-        }
+            &[num(now), num(limit)],
+        )?
+        .all()
+        .await?
+        .results()?,
     };
     let mut released = 0;
     for r in rows {
@@ -306,7 +302,12 @@ pub async fn sweep_expired(
                 "UPDATE wallets SET reserved_micros = MAX(0, reserved_micros - ?2) \
                  WHERE member_id = ?1 \
                    AND EXISTS (SELECT 1 FROM reservations WHERE request_id = ?3 AND claim = ?4)",
-                &[text(&r.member_id), num(amount), text(&r.request_id), text(&claim)],
+                &[
+                    text(&r.member_id),
+                    num(amount),
+                    text(&r.request_id),
+                    text(&claim),
+                ],
             )?
         } else {
             stmt(
