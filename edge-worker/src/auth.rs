@@ -154,7 +154,10 @@ fn presented_key(req: &Request) -> Option<String> {
 
 /// Authenticates the request: 401 for a missing, malformed or unknown key or a wrong
 /// secret; 403 for a disabled or expired key or a suspended member.
-pub async fn authenticate(req: &Request, store: &KvKeyStore<'_>) -> Result<Rc<KeyRecord>, GatewayError> {
+pub async fn authenticate(
+    req: &Request,
+    store: &KvKeyStore<'_>,
+) -> Result<Rc<KeyRecord>, GatewayError> {
     let Some(token) = presented_key(req) else {
         return Err(GatewayError::authentication(
             "Missing API key: send `Authorization: Bearer <key>` or `x-api-key: <key>`.",

@@ -18,7 +18,11 @@ pub fn breaker_key(provider: &str, credential: &str) -> String {
 }
 
 pub fn allows(key: &str, now_ms: u64, config: &BreakerConfig) -> bool {
-    BREAKERS.with(|b| b.borrow().get(key).is_none_or(|br| br.allows(now_ms, config)))
+    BREAKERS.with(|b| {
+        b.borrow()
+            .get(key)
+            .is_none_or(|br| br.allows(now_ms, config))
+    })
 }
 
 pub fn try_acquire(key: &str, now_ms: u64, config: &BreakerConfig) -> bool {

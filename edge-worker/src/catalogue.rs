@@ -28,9 +28,12 @@ thread_local! {
 pub async fn load(env: &Env, ttl_ms: u64) -> Result<Rc<Catalogue>, GatewayError> {
     let now = now_ms();
     let cached = CURRENT.with(|c| {
-        c.borrow()
-            .as_ref()
-            .map(|c| (c.catalogue.clone(), now.saturating_sub(c.checked_ms) < ttl_ms))
+        c.borrow().as_ref().map(|c| {
+            (
+                c.catalogue.clone(),
+                now.saturating_sub(c.checked_ms) < ttl_ms,
+            )
+        })
     });
     if let Some((cat, true)) = &cached {
         return Ok(cat.clone());

@@ -19,7 +19,8 @@ pub async fn health_handler(env: &Env) -> Result<Response> {
         Ok(v) => json!({ "ok": true, "catalogue_version": v }),
         Err(e) => json!({ "ok": false, "error": e.to_string() }),
     };
-    let healthy = d1.get("ok") == Some(&json!(true)) && kv.get("ok") == Some(&json!(true));
+    let ok = |v: &serde_json::Value| v.get("ok") == Some(&serde_json::Value::Bool(true));
+    let healthy = ok(&d1) && ok(&kv);
     let body = json!({
         "status": if healthy { "ok" } else { "degraded" },
         "service": "tollbooth-edge",

@@ -63,8 +63,13 @@ pub async fn handle(mut req: Request, env: Env, ctx: Context) -> Result<Response
     };
     let result = match Config::get(&env) {
         Err(msg) => {
-            worker::console_error!("{}", serde_json::json!({"msg": "invalid configuration", "error": msg}));
-            Err(GatewayError::internal(format!("Invalid gateway configuration: {msg}")))
+            worker::console_error!(
+                "{}",
+                serde_json::json!({"msg": "invalid configuration", "error": msg})
+            );
+            Err(GatewayError::internal(format!(
+                "Invalid gateway configuration: {msg}"
+            )))
         }
         Ok(config) => dispatch(&mut rc, &mut req, &env, &ctx, &config, &full_path, shape).await,
     };
@@ -120,7 +125,11 @@ async fn dispatch(
 
     // Body size first: refuse before reading a huge body.
     if let Ok(Some(len)) = req.headers().get("content-length") {
-        if len.trim().parse::<u64>().is_ok_and(|n| n > config.max_body_bytes) {
+        if len
+            .trim()
+            .parse::<u64>()
+            .is_ok_and(|n| n > config.max_body_bytes)
+        {
             return Err(GatewayError::payload_too_large(config.max_body_bytes));
         }
     }
@@ -148,17 +157,37 @@ async fn dispatch(
     let resp = match route {
         Route::Models => proxy::models::models_handler(&catalogue, &key)?,
         Route::Chat => {
-            proxy::chat::chat_handler(rc, env, ctx, config, catalogue, key, &body, Shape::OpenAi).await?
+            proxy::chat::chat_handler(rc, env, ctx, config, catalogue, key, &body, Shape::OpenAi)
+                .await?
         }
         Route::Messages => {
             proxy::chat::chat_handler(rc, env, ctx, config, catalogue, key, &body, shape).await?
         }
         Route::Embeddings => {
-            proxy::simple::json_handler(rc, env, ctx, config, catalogue, key, &body, JsonEndpoint::Embeddings)
-                .await?
+            proxy::simple::json_handler(
+                rc,
+                env,
+                ctx,
+                config,
+                catalogue,
+                key,
+                &body,
+                JsonEndpoint::Embeddings,
+            )
+            .await?
         }
         Route::Rerank => {
-            proxy::simple::json_handler(rc, env, ctx, config, catalogue, key, &body, JsonEndpoint::Rerank).await?
+            proxy::simple::json_handler(
+                rc,
+                env,
+                ctx,
+                config,
+                catalogue,
+                key,
+                &body,
+                JsonEndpoint::Rerank,
+            )
+            .await?
         }
         Route::Health => return Err(GatewayError::internal("unreachable route")),
     };

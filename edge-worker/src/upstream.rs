@@ -42,7 +42,11 @@ fn internal(msg: &str) -> GatewayError {
 
 /// `base_url` + `path` + the provider's query parameters. Refuses loopback and private
 /// hosts unless `allow_loopback` (local mode).
-fn upstream_url(provider: &Provider, path: &str, allow_loopback: bool) -> Result<String, GatewayError> {
+fn upstream_url(
+    provider: &Provider,
+    path: &str,
+    allow_loopback: bool,
+) -> Result<String, GatewayError> {
     let base = provider.base_url.trim_end_matches('/');
     let mut url = Url::parse(&format!("{base}/{}", path.trim_start_matches('/')))
         .map_err(|_| internal("provider base URL is invalid"))?;
@@ -75,13 +79,20 @@ fn is_local_host(url: &Url) -> bool {
                 || ip.is_private()
                 || ip.is_link_local()
                 || ip.is_unspecified()
-                || ip.octets().first() == Some(&100) && ip.octets().get(1).is_some_and(|b| (64..128).contains(b))
+                || ip.octets().first() == Some(&100)
+                    && ip.octets().get(1).is_some_and(|b| (64..128).contains(b))
         }
         Some(worker::url::Host::Ipv6(ip)) => {
             ip.is_loopback()
                 || ip.is_unspecified()
-                || (ip.segments().first().is_some_and(|s| (s & 0xfe00) == 0xfc00))
-                || (ip.segments().first().is_some_and(|s| (s & 0xffc0) == 0xfe80))
+                || (ip
+                    .segments()
+                    .first()
+                    .is_some_and(|s| (s & 0xfe00) == 0xfc00))
+                || (ip
+                    .segments()
+                    .first()
+                    .is_some_and(|s| (s & 0xffc0) == 0xfe80))
         }
         None => true,
     }
@@ -139,7 +150,10 @@ pub fn chat_request(
                 r.stream_options = None;
             }
             let path = if provider.kind == ProviderKind::Azure {
-                format!("deployments/{}/chat/completions", encode_segment(upstream_model))
+                format!(
+                    "deployments/{}/chat/completions",
+                    encode_segment(upstream_model)
+                )
             } else {
                 "chat/completions".to_owned()
             };
@@ -153,7 +167,8 @@ pub fn chat_request(
             ("messages".to_owned(), to_json(&r)?)
         }
         ProviderKind::Gemini => {
-            let r = tg::to_gemini_request(req).map_err(|e| GatewayError::invalid_request(e.to_string()))?;
+            let r = tg::to_gemini_request(req)
+                .map_err(|e| GatewayError::invalid_request(e.to_string()))?;
             (tg::upstream_path(upstream_model, stream), to_json(&r)?)
         }
     };
@@ -161,6 +176,34 @@ pub fn chat_request(
         url: upstream_url(provider, &path, allow_loopback)?,
         headers: auth_headers(provider, cred),
         body,
+    })
+}
+
+/// An Anthropic Messages body forwarded (almost) as the client sent it, for `/v1/messages`
+/// against an Anthropic upstream: `cache_control`, thinking blocks with their signatures
+/// and other Anthropic-only fields survive, which a trip through the hub format would
+/// drop. Only `model` (the upstream's name) and `stream` are set.
+pub fn anthropic_passthrough_request(
+    provider: &Provider,
+    cred: &Credential,
+    upstream_model: &str,
+    body: &Value,
+    stream: bool,
+    allow_loopback: bool,
+) -> Result<UpstreamRequest, GatewayError> {
+    let mut body = body.clone();
+    if let Some(obj) = body.as_object_mut() {
+        obj.insert("model".into(), Value::String(upstream_model.to_owned()));
+        if stream {
+            obj.insert("stream".into(), Value::Bool(true));
+        } else {
+            obj.remove("stream");
+        }
+    }
+    Ok(UpstreamRequest {
+        url: upstream_url(provider, "messages", allow_loopback)?,
+        headers: auth_headers(provider, cred),
+        body: to_json(&body)?,
     })
 }
 
@@ -379,7 +422,7 @@ impl ChatDecoder {
     /// Usage the provider reported so far.
     pub fn usage(&self) -> Option<Usage> {
         match self {
-            ChatDecoder::OpenAi { usage, .. } => usage.clone(),
+            ChatDecoder::OpenAi { usage, .. } => *usage,
             ChatDecoder::Anthropic(t) => t.usage(),
             ChatDecoder::Gemini(t) => t.usage(),
         }

@@ -16,7 +16,7 @@ use futures_channel::mpsc::{unbounded, UnboundedSender};
 use futures_util::future::{select, Either};
 use futures_util::StreamExt;
 use serde_json::Value;
-use tollbooth_core::catalogue::{Catalogue, StreamMode};
+use tollbooth_core::catalogue::{Catalogue, ProviderKind, StreamMode};
 use tollbooth_core::error::GatewayError;
 use tollbooth_core::keyrecord::KeyRecord;
 use tollbooth_core::protocol::anthropic as an;
@@ -56,7 +56,13 @@ fn candidate_order(
         let cw: Vec<u32> = creds.iter().map(|c| c.weight).collect();
         let available: Vec<bool> = creds
             .iter()
-            .map(|c| breakers::allows(&breakers::breaker_key(&t.provider.id, &c.id), now, &config.breaker))
+            .map(|c| {
+                breakers::allows(
+                    &breakers::breaker_key(&t.provider.id, &c.id),
+                    now,
+                    &config.breaker,
+                )
+            })
             .collect();
         for ci in fallback_order(&cw, &available, random_u64(), OpenBreakers::Last) {
             out.push((ti, ci));
@@ -68,7 +74,11 @@ fn candidate_order(
             .get(ti)
             .and_then(|t| t.provider.credentials.get(ci).map(|c| (t, c)))
             .is_some_and(|(t, c)| {
-                !breakers::allows(&breakers::breaker_key(&t.provider.id, &c.id), now, &config.breaker)
+                !breakers::allows(
+                    &breakers::breaker_key(&t.provider.id, &c.id),
+                    now,
+                    &config.breaker,
+                )
             })
     });
     out
@@ -86,8 +96,17 @@ async fn within<F: std::future::Future>(fut: F, ms: u64) -> Option<F::Output> {
 
 /// Encodes hub chunks for the caller.
 enum Egress {
-    OpenAi { wants_usage: bool, model: String },
+    OpenAi {
+        wants_usage: bool,
+        model: String,
+    },
     Anthropic(Box<tan::OpenAiToAnthropicStream>),
+    /// `/v1/messages` against an Anthropic upstream: the upstream's own events are
+    /// forwarded (only `message.model` rewritten), so thinking signatures, cache usage
+    /// and unknown event types reach the client unchanged.
+    AnthropicRaw {
+        model: String,
+    },
 }
 
 impl Egress {
@@ -110,7 +129,30 @@ impl Egress {
                     push_anthropic(&ev, out);
                 }
             }
+            // Raw events are forwarded by `raw`.
+            Egress::AnthropicRaw { .. } => {}
         }
+    }
+
+    fn is_raw(&self) -> bool {
+        matches!(self, Egress::AnthropicRaw { .. })
+    }
+
+    /// Forwards one upstream Anthropic event as is (raw mode only).
+    fn raw(&mut self, ev: &sse::Event, out: &mut String) {
+        let Egress::AnthropicRaw { model } = self else {
+            return;
+        };
+        let mut ev = ev.clone();
+        if ev.event.as_deref() == Some("message_start") {
+            if let Ok(mut v) = serde_json::from_str::<Value>(&ev.data) {
+                if let Some(m) = v.get_mut("message").and_then(Value::as_object_mut) {
+                    m.insert("model".into(), Value::String(model.clone()));
+                }
+                ev.data = v.to_string();
+            }
+        }
+        out.push_str(&sse::encode(&ev));
     }
 
     fn error(&mut self, err: &GatewayError, out: &mut String) {
@@ -125,6 +167,9 @@ impl Egress {
                     push_anthropic(&ev, out);
                 }
             }
+            Egress::AnthropicRaw { .. } => {
+                out.push_str(&sse::named("error", &err.anthropic_body().to_string()));
+            }
         }
     }
 
@@ -136,6 +181,8 @@ impl Egress {
                     push_anthropic(&ev, out);
                 }
             }
+            // The upstream's own `message_stop` was forwarded.
+            Egress::AnthropicRaw { .. } => {}
         }
     }
 }
@@ -151,10 +198,18 @@ fn chunk_chars(c: &oa::ChatCompletionChunk) -> u64 {
     let mut n = 0usize;
     for ch in &c.choices {
         n += ch.delta.content.as_deref().map_or(0, |s| s.chars().count());
-        n += ch.delta.reasoning_content.as_deref().map_or(0, |s| s.chars().count());
+        n += ch
+            .delta
+            .reasoning_content
+            .as_deref()
+            .map_or(0, |s| s.chars().count());
         if let Some(tc) = &ch.delta.tool_calls {
             for t in tc {
-                n += t.function.as_ref().and_then(|f| f.arguments.as_deref()).map_or(0, |s| s.chars().count());
+                n += t
+                    .function
+                    .as_ref()
+                    .and_then(|f| f.arguments.as_deref())
+                    .map_or(0, |s| s.chars().count());
             }
         }
     }
@@ -164,6 +219,8 @@ fn chunk_chars(c: &oa::ChatCompletionChunk) -> u64 {
 /// What the client asked for, in the hub format.
 struct ChatJob {
     shape: Shape,
+    /// The client's Anthropic body, forwarded as is to Anthropic upstreams.
+    raw: Option<Value>,
     client_model: String,
     client_stream: bool,
     hub: oa::ChatCompletionRequest,
@@ -191,6 +248,7 @@ fn parse_job(body: &[u8], shape: Shape) -> Result<ChatJob, GatewayError> {
             }
             Ok(ChatJob {
                 shape,
+                raw: None,
                 client_model: hub.model.clone(),
                 client_stream: hub.is_stream(),
                 hub,
@@ -223,6 +281,7 @@ fn parse_job(body: &[u8], shape: Shape) -> Result<ChatJob, GatewayError> {
             })?;
             Ok(ChatJob {
                 shape,
+                raw: Some(value),
                 client_model: req.model.clone(),
                 client_stream: req.is_stream(),
                 hub,
@@ -235,7 +294,11 @@ fn prompt_chars(req: &oa::ChatCompletionRequest) -> u64 {
     let n: usize = req
         .messages
         .iter()
-        .map(|m| m.content.as_ref().map_or(0, |c| c.joined_text().chars().count()))
+        .map(|m| {
+            m.content
+                .as_ref()
+                .map_or(0, |c| c.joined_text().chars().count())
+        })
         .sum();
     u64::try_from(n).unwrap_or(u64::MAX)
 }
@@ -263,7 +326,11 @@ pub async fn chat_handler(
         key_public_id: key.public_id.clone(),
         member_id: key.member_id.clone(),
         plan_id: key.plan_id.clone(),
-        endpoint: if shape == Shape::Anthropic { "/v1/messages" } else { "/v1/chat/completions" },
+        endpoint: if shape == Shape::Anthropic {
+            "/v1/messages"
+        } else {
+            "/v1/chat/completions"
+        },
         model: resolved.name.to_owned(),
         prompt_chars: prompt_chars(&job.hub),
         max_output_tokens: job.hub.max_output_tokens(),
@@ -285,7 +352,8 @@ pub async fn chat_handler(
     let default_max_tokens = resolved
         .model
         .map_or(catalogue.settings().default_max_tokens, |m| {
-            m.max_output_tokens.min(catalogue.settings().default_max_tokens.max(1))
+            m.max_output_tokens
+                .min(catalogue.settings().default_max_tokens.max(1))
         });
     let created = now_s();
     let hub_id = format!("chatcmpl-{}", rc.id);
@@ -300,22 +368,40 @@ pub async fn chat_handler(
         for (ti, ci) in order.into_iter().take(max_attempts) {
             let (Some(target), Some(cred)) = (
                 resolved.targets.get(ti),
-                resolved.targets.get(ti).and_then(|t| t.provider.credentials.get(ci)),
+                resolved
+                    .targets
+                    .get(ti)
+                    .and_then(|t| t.provider.credentials.get(ci)),
             ) else {
                 continue;
             };
             let provider = target.provider;
             let bkey = breakers::breaker_key(&provider.id, &cred.id);
             let _ = breakers::try_acquire(&bkey, now_ms(), &config.breaker);
-            let request = match upstream::chat_request(
-                provider,
-                cred,
-                target.upstream_model,
-                &job.hub,
-                upstream_stream,
-                default_max_tokens,
-                config.allow_loopback_upstreams,
-            ) {
+            let raw_body = job.raw.as_ref().filter(|_| {
+                provider.kind == ProviderKind::Anthropic && upstream_stream == job.client_stream
+            });
+            let built = match raw_body {
+                Some(raw) => upstream::anthropic_passthrough_request(
+                    provider,
+                    cred,
+                    target.upstream_model,
+                    raw,
+                    upstream_stream,
+                    config.allow_loopback_upstreams,
+                ),
+                None => upstream::chat_request(
+                    provider,
+                    cred,
+                    target.upstream_model,
+                    &job.hub,
+                    upstream_stream,
+                    default_max_tokens,
+                    config.allow_loopback_upstreams,
+                ),
+            };
+            let passthrough = raw_body.is_some();
+            let request = match built {
                 Ok(r) => r,
                 // The caller's request cannot be expressed for this upstream.
                 Err(e @ GatewayError::InvalidRequest { .. }) => break 'attempts Err(e),
@@ -343,18 +429,25 @@ pub async fn chat_handler(
                         AttemptFailure::Timeout => GatewayError::UpstreamTimeout {
                             message: "The upstream did not answer in time.".into(),
                         },
-                        _ => GatewayError::from_upstream_status(502, "The upstream could not be reached."),
+                        _ => GatewayError::from_upstream_status(
+                            502,
+                            "The upstream could not be reached.",
+                        ),
                     };
                     continue;
                 }
             };
             let status = resp.status_code();
             if !(200..300).contains(&status) {
-                let text = within(resp.text(), timeout_ms).await.and_then(Result::ok).unwrap_or_default();
+                let text = within(resp.text(), timeout_ms)
+                    .await
+                    .and_then(Result::ok)
+                    .unwrap_or_default();
                 rc.upstream_ms += clock_ms() - t0;
                 let f = AttemptFailure::Status(status);
                 fail(f);
-                last_err = GatewayError::from_upstream_status(status, upstream::error_message(&text));
+                last_err =
+                    GatewayError::from_upstream_status(status, upstream::error_message(&text));
                 // 401/403 are about our credential, not the caller: another may work.
                 if is_retryable(f, false) || matches!(status, 401 | 403) {
                     continue;
@@ -372,16 +465,44 @@ pub async fn chat_handler(
                     };
                     continue;
                 };
-                let full = match upstream::decode_full_response(kind, &text, &hub_id, created, resolved.name) {
+                if passthrough {
+                    let parsed = serde_json::from_str::<an::MessagesResponse>(&text)
+                        .ok()
+                        .zip(serde_json::from_str::<Value>(&text).ok());
+                    let Some((msg, mut value)) = parsed else {
+                        fail(AttemptFailure::Status(502));
+                        last_err = GatewayError::from_upstream_status(
+                            502,
+                            "The upstream sent an unreadable answer.",
+                        );
+                        continue;
+                    };
+                    if let Some(obj) = value.as_object_mut() {
+                        obj.insert("model".into(), Value::String(job.client_model.clone()));
+                    }
+                    breakers::on_success(&bkey);
+                    let hub = tan::anthropic_to_openai_response(&msg, created);
+                    break 'attempts Ok(Answer::Raw(value.to_string(), Box::new(hub)));
+                }
+                let full = match upstream::decode_full_response(
+                    kind,
+                    &text,
+                    &hub_id,
+                    created,
+                    resolved.name,
+                ) {
                     Ok(r) => r,
                     Err(_) => {
                         fail(AttemptFailure::Status(502));
-                        last_err = GatewayError::from_upstream_status(502, "The upstream sent an unreadable answer.");
+                        last_err = GatewayError::from_upstream_status(
+                            502,
+                            "The upstream sent an unreadable answer.",
+                        );
                         continue;
                     }
                 };
                 breakers::on_success(&bkey);
-                break 'attempts Ok(Answer::Full(full));
+                break 'attempts Ok(Answer::Full(Box::new(full)));
             }
             // Stream: peek until the first hub chunk before committing.
             let Ok(mut body) = resp.stream() else {
@@ -391,6 +512,7 @@ pub async fn chat_handler(
             let mut decoder = sse::Decoder::new();
             let mut chat = ChatDecoder::new(kind, &hub_id, created, resolved.name);
             let mut pending = Vec::new();
+            let mut pending_raw = Vec::new();
             let mut ended = false;
             let deadline = t0 + timeout_ms as f64;
             let peek: Result<(), AttemptFailure> = loop {
@@ -399,6 +521,12 @@ pub async fn chat_handler(
                     None => break Err(AttemptFailure::Timeout),
                     Some(None) => {
                         ended = true;
+                        for ev in decoder.finish() {
+                            if let Ok(c) = chat.on_event(&ev) {
+                                pending.extend(c);
+                            }
+                            pending_raw.push(ev);
+                        }
                         match chat.finish() {
                             Ok(c) => pending.extend(c),
                             Err(_) => break Err(AttemptFailure::Status(502)),
@@ -413,6 +541,7 @@ pub async fn chat_handler(
                                 Ok(c) => pending.extend(c),
                                 Err(_) => failed = true,
                             }
+                            pending_raw.push(ev);
                         }
                         if failed {
                             break Err(AttemptFailure::Status(502));
@@ -431,7 +560,10 @@ pub async fn chat_handler(
                     AttemptFailure::Timeout => GatewayError::UpstreamTimeout {
                         message: "The upstream did not start answering in time.".into(),
                     },
-                    _ => GatewayError::from_upstream_status(502, "The upstream stream failed before it started."),
+                    _ => GatewayError::from_upstream_status(
+                        502,
+                        "The upstream stream failed before it started.",
+                    ),
                 };
                 continue;
             }
@@ -441,7 +573,10 @@ pub async fn chat_handler(
                 decoder,
                 chat,
                 pending,
+                pending_raw,
                 ended,
+                idle_ms: timeout_ms,
+                raw: passthrough,
                 _controller: controller,
             })));
         }
@@ -456,7 +591,9 @@ pub async fn chat_handler(
                 ..Outcome::default()
             };
             let env2 = env.clone();
-            ctx.wait_until(async move { metering::settle(&env2, &meter_req, reservation, outcome).await });
+            ctx.wait_until(async move {
+                metering::settle(&env2, &meter_req, reservation, outcome).await
+            });
             return Err(e);
         }
     };
@@ -473,9 +610,30 @@ pub async fn chat_handler(
     };
 
     match (answer, job.client_stream) {
+        (Answer::Raw(text, hub), _) => {
+            let usage = hub.usage.as_ref().map(tollbooth_core::usage::Usage::from);
+            let chars: u64 = response_to_chunks(&hub, false)
+                .iter()
+                .map(chunk_chars)
+                .sum();
+            rc.usage = usage;
+            rc.status = 200;
+            let outcome = Outcome {
+                status: 200,
+                deployment: rc.deployment.clone(),
+                usage,
+                output_chars: chars,
+                ..Outcome::default()
+            };
+            let env2 = env.clone();
+            ctx.wait_until(async move {
+                metering::settle(&env2, &meter_req, reservation, outcome).await
+            });
+            json_response(&text)
+        }
         (Answer::Full(full), false) => {
             let usage = full.usage.as_ref().map(tollbooth_core::usage::Usage::from);
-            finish_full(rc, env, ctx, meter_req, reservation, full, &job, usage)
+            finish_full(rc, env, ctx, meter_req, reservation, *full, &job, usage)
         }
         (Answer::Full(full), true) => {
             // Force non-stream: the whole answer, re-emitted as one stream.
@@ -499,8 +657,15 @@ pub async fn chat_handler(
                 ..Outcome::default()
             };
             let env2 = env.clone();
-            ctx.wait_until(async move { metering::settle(&env2, &meter_req, reservation, outcome).await });
-            sse_response(rc, futures_util::stream::once(async move { Ok::<Vec<u8>, worker::Error>(out.into_bytes()) }))
+            ctx.wait_until(async move {
+                metering::settle(&env2, &meter_req, reservation, outcome).await
+            });
+            sse_response(
+                rc,
+                futures_util::stream::once(async move {
+                    Ok::<Vec<u8>, worker::Error>(out.into_bytes())
+                }),
+            )
         }
         (Answer::Stream(mut up), false) => {
             // Force stream: read it all, answer once.
@@ -511,7 +676,12 @@ pub async fn chat_handler(
             let t0 = clock_ms();
             let mut err = None;
             if !up.ended {
-                while let Some(item) = up.body.next().await {
+                loop {
+                    let Some(next) = within(up.body.next(), up.idle_ms).await else {
+                        err = Some("The upstream stopped sending.".into());
+                        break;
+                    };
+                    let Some(item) = next else { break };
                     match item {
                         Ok(bytes) => {
                             for ev in up.decoder.push(&bytes) {
@@ -554,7 +724,9 @@ pub async fn chat_handler(
                     ..Outcome::default()
                 };
                 let env2 = env.clone();
-                ctx.wait_until(async move { metering::settle(&env2, &meter_req, reservation, outcome).await });
+                ctx.wait_until(async move {
+                    metering::settle(&env2, &meter_req, reservation, outcome).await
+                });
                 return Err(e);
             }
             let mut full = agg.finish();
@@ -566,7 +738,13 @@ pub async fn chat_handler(
         (Answer::Stream(up), true) => {
             let (tx, rx) = unbounded::<Result<Vec<u8>, worker::Error>>();
             rc.status = 200;
-            let eg = egress();
+            let eg = if up.raw {
+                Egress::AnthropicRaw {
+                    model: job.client_model.clone(),
+                }
+            } else {
+                egress()
+            };
             let resp = sse_response(rc, rx)?;
             let mut log = rc.clone();
             let env2 = env.clone();
@@ -584,7 +762,9 @@ pub async fn chat_handler(
 }
 
 enum Answer {
-    Full(oa::ChatCompletionResponse),
+    Full(Box<oa::ChatCompletionResponse>),
+    /// An Anthropic answer forwarded as is (JSON text), and its hub form for metering.
+    Raw(String, Box<oa::ChatCompletionResponse>),
     Stream(Box<UpstreamStream>),
 }
 
@@ -594,7 +774,13 @@ struct UpstreamStream {
     decoder: sse::Decoder,
     chat: ChatDecoder,
     pending: Vec<oa::ChatCompletionChunk>,
+    /// The raw events behind `pending`, for [`Egress::AnthropicRaw`].
+    pending_raw: Vec<sse::Event>,
     ended: bool,
+    /// Give up when the upstream sends nothing for this long mid-stream.
+    idle_ms: u64,
+    /// Forward the upstream's events as is ([`Egress::AnthropicRaw`]).
+    raw: bool,
     /// Kept alive with the body: dropping the controller must not cancel it.
     _controller: AbortController,
 }
@@ -611,7 +797,10 @@ fn finish_full(
     usage: Option<tollbooth_core::usage::Usage>,
 ) -> Result<Response, GatewayError> {
     full.model.clone_from(&job.client_model);
-    let chars: u64 = response_to_chunks(&full, false).iter().map(chunk_chars).sum();
+    let chars: u64 = response_to_chunks(&full, false)
+        .iter()
+        .map(chunk_chars)
+        .sum();
     let text = match job.shape {
         Shape::OpenAi => serde_json::to_string(&full),
         Shape::Anthropic => {
@@ -651,6 +840,31 @@ where
     Ok(resp)
 }
 
+/// Feeds one upstream event through the decoder and the egress. Returns the upstream's
+/// in-stream error, if it reported one.
+fn feed(
+    ev: &sse::Event,
+    chat: &mut ChatDecoder,
+    egress: &mut Egress,
+    out: &mut String,
+    outcome: &mut Outcome,
+) -> Option<String> {
+    let result = chat.on_event(ev);
+    if egress.is_raw() {
+        egress.raw(ev, out);
+    }
+    match result {
+        Ok(cs) => {
+            for c in cs {
+                outcome.output_chars += chunk_chars(&c);
+                egress.chunk(c, out);
+            }
+            None
+        }
+        Err(m) => Some(m),
+    }
+}
+
 /// Forwards the rest of a committed stream to the client, chunk by chunk. Keeps reading
 /// (bounded) after the client left, to get the provider's usage.
 async fn pump(
@@ -674,6 +888,11 @@ async fn pump(
         }
     };
     let mut out = String::new();
+    if egress.is_raw() {
+        for ev in up.pending_raw.drain(..) {
+            egress.raw(&ev, &mut out);
+        }
+    }
     for c in up.pending.drain(..) {
         outcome.output_chars += chunk_chars(&c);
         egress.chunk(c, &mut out);
@@ -682,20 +901,21 @@ async fn pump(
         log.ttft_ms = Some(clock_ms() - log.started);
     }
     send(std::mem::take(&mut out), &mut outcome);
-    let mut error: Option<String> = None;
+    // (message, already forwarded to the client as the upstream's own error event)
+    let mut error: Option<(String, bool)> = None;
     if !up.ended {
         loop {
-            match up.body.next().await {
+            match within(up.body.next(), up.idle_ms).await {
                 None => {
+                    error = Some(("The upstream stopped sending.".into(), false));
+                    break;
+                }
+                Some(None) => {
                     for ev in up.decoder.finish() {
-                        match up.chat.on_event(&ev) {
-                            Ok(cs) => {
-                                for c in cs {
-                                    outcome.output_chars += chunk_chars(&c);
-                                    egress.chunk(c, &mut out);
-                                }
-                            }
-                            Err(m) => error = Some(m),
+                        if let Some(m) =
+                            feed(&ev, &mut up.chat, &mut egress, &mut out, &mut outcome)
+                        {
+                            error = Some((m, egress.is_raw()));
                         }
                     }
                     if error.is_none() {
@@ -705,16 +925,16 @@ async fn pump(
                                     egress.chunk(c, &mut out);
                                 }
                             }
-                            Err(m) => error = Some(m),
+                            Err(m) => error = Some((m, false)),
                         }
                     }
                     break;
                 }
-                Some(Err(_)) => {
-                    error = Some("The upstream stream broke off.".into());
+                Some(Some(Err(_))) => {
+                    error = Some(("The upstream stream broke off.".into(), false));
                     break;
                 }
-                Some(Ok(bytes)) => {
+                Some(Some(Ok(bytes))) => {
                     if outcome.client_disconnected {
                         drained += bytes.len();
                         if drained > DRAIN_LIMIT_BYTES {
@@ -722,14 +942,11 @@ async fn pump(
                         }
                     }
                     for ev in up.decoder.push(&bytes) {
-                        match up.chat.on_event(&ev) {
-                            Ok(cs) => {
-                                for c in cs {
-                                    outcome.output_chars += chunk_chars(&c);
-                                    egress.chunk(c, &mut out);
-                                }
-                            }
-                            Err(m) => error = Some(m),
+                        if let Some(m) =
+                            feed(&ev, &mut up.chat, &mut egress, &mut out, &mut outcome)
+                        {
+                            error = Some((m, egress.is_raw()));
+                            break;
                         }
                     }
                     send(std::mem::take(&mut out), &mut outcome);
@@ -740,13 +957,16 @@ async fn pump(
             }
         }
     }
-    if let Some(m) = error {
-        outcome.upstream_failed = true;
-        log.error = Some(m.clone());
-        let e = GatewayError::from_upstream_status(502, m);
-        egress.error(&e, &mut out);
-    } else {
-        egress.finish(&mut out);
+    match error {
+        Some((m, forwarded)) => {
+            outcome.upstream_failed = true;
+            log.error = Some(m.clone());
+            if !forwarded {
+                let e = GatewayError::from_upstream_status(502, m);
+                egress.error(&e, &mut out);
+            }
+        }
+        None => egress.finish(&mut out),
     }
     send(out, &mut outcome);
     outcome.usage = up.chat.usage();

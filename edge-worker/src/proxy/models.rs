@@ -16,7 +16,13 @@ pub fn models_handler(catalogue: &Catalogue, key: &KeyRecord) -> Result<Response
         .models()
         .filter(|m| m.enabled && key_may_use(catalogue, key, &m.name))
         .filter(|m| catalogue.resolve(&m.name).is_some())
-        .map(|m| oa::Model::new(m.name.clone(), CREATED, m.owned_by.clone().unwrap_or_else(|| "tollbooth".into())))
+        .map(|m| {
+            oa::Model::new(
+                m.name.clone(),
+                CREATED,
+                m.owned_by.clone().unwrap_or_else(|| "tollbooth".into()),
+            )
+        })
         .collect();
     let text = serde_json::to_string(&oa::ModelList::new(data))
         .map_err(|_| GatewayError::internal("could not encode the model list"))?;

@@ -61,7 +61,9 @@ pub async fn json_handler(
         GatewayError::invalid_request(format!("The request body is not valid JSON: {e}"))
     })?;
     if !value.is_object() {
-        return Err(GatewayError::invalid_request("The request body must be a JSON object."));
+        return Err(GatewayError::invalid_request(
+            "The request body must be a JSON object.",
+        ));
     }
     let model = require_model(&value)?;
     match endpoint {
@@ -72,7 +74,10 @@ pub async fn json_handler(
             return Err(GatewayError::invalid_param("`query` is required.", "query"))
         }
         JsonEndpoint::Rerank if !value.get("documents").is_some_and(Value::is_array) => {
-            return Err(GatewayError::invalid_param("`documents` is required.", "documents"))
+            return Err(GatewayError::invalid_param(
+                "`documents` is required.",
+                "documents",
+            ))
         }
         _ => {}
     }
@@ -84,7 +89,10 @@ pub async fn json_handler(
     };
     if resolved.model.is_some_and(|m| m.kind != want) {
         return Err(GatewayError::invalid_param(
-            format!("The model `{model}` does not support /v1/{}.", endpoint.path()),
+            format!(
+                "The model `{model}` does not support /v1/{}.",
+                endpoint.path()
+            ),
             "model",
         ));
     }
@@ -110,15 +118,25 @@ pub async fn json_handler(
     let mut order = Vec::new();
     let weights: Vec<u32> = resolved.targets.iter().map(|t| t.weight).collect();
     for ti in tollbooth_core::routing::weighted_order(&weights, random_u64()) {
-        let Some(t) = resolved.targets.get(ti) else { continue };
+        let Some(t) = resolved.targets.get(ti) else {
+            continue;
+        };
         let cw: Vec<u32> = t.provider.credentials.iter().map(|c| c.weight).collect();
         let avail: Vec<bool> = t
             .provider
             .credentials
             .iter()
-            .map(|c| breakers::allows(&breakers::breaker_key(&t.provider.id, &c.id), now, &config.breaker))
+            .map(|c| {
+                breakers::allows(
+                    &breakers::breaker_key(&t.provider.id, &c.id),
+                    now,
+                    &config.breaker,
+                )
+            })
             .collect();
-        for ci in tollbooth_core::routing::fallback_order(&cw, &avail, random_u64(), Default::default()) {
+        for ci in
+            tollbooth_core::routing::fallback_order(&cw, &avail, random_u64(), Default::default())
+        {
             order.push((ti, ci));
         }
     }
@@ -128,8 +146,12 @@ pub async fn json_handler(
         retry_after_secs: None,
     };
     for (ti, ci) in order.into_iter().take(max_attempts) {
-        let Some(t) = resolved.targets.get(ti) else { continue };
-        let Some(cred) = t.provider.credentials.get(ci) else { continue };
+        let Some(t) = resolved.targets.get(ti) else {
+            continue;
+        };
+        let Some(cred) = t.provider.credentials.get(ci) else {
+            continue;
+        };
         let bkey = breakers::breaker_key(&t.provider.id, &cred.id);
         let _ = breakers::try_acquire(&bkey, now_ms(), &config.breaker);
         let req = match upstream::json_request(
@@ -185,7 +207,8 @@ pub async fn json_handler(
         }
         let Ok(mut parsed) = serde_json::from_str::<Value>(&text) else {
             fail(AttemptFailure::Status(502));
-            last_err = GatewayError::from_upstream_status(502, "The upstream sent an unreadable answer.");
+            last_err =
+                GatewayError::from_upstream_status(502, "The upstream sent an unreadable answer.");
             continue;
         };
         breakers::on_success(&bkey);
@@ -204,7 +227,9 @@ pub async fn json_handler(
             ..Outcome::default()
         };
         let env2 = env.clone();
-        ctx.wait_until(async move { metering::settle(&env2, &meter_req, reservation, outcome).await });
+        ctx.wait_until(
+            async move { metering::settle(&env2, &meter_req, reservation, outcome).await },
+        );
         return json_response(&parsed.to_string());
     }
     let outcome = Outcome {
