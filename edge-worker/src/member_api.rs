@@ -4,12 +4,13 @@
 
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tollbooth_core::auth::{bearer_token, ApiKey};
 use tollbooth_core::billing::{civil_from_days, MICROS_PER_UNIT};
 use tollbooth_core::error::GatewayError;
 use tollbooth_core::keyrecord::KeyRecord;
 use worker::{Env, Request, Response, Result};
 
+use crate::auth::KvKeyStore;
+use crate::config::Config;
 use crate::internal::{member_record, MemberRecord};
 use crate::ledger::{self, num, stmt, text};
 
@@ -23,41 +24,26 @@ fn error(err: &GatewayError) -> Result<Response> {
     Ok(Response::from_json(&err.openai_body())?.with_status(err.http_status()))
 }
 
-/// The caller's key record: `Authorization: Bearer sk-<id>-<secret>` (or `x-api-key`),
-/// checked against KV `KEYS` in constant time, plus the member's status.
+/// The caller's key record, checked exactly as on the request path
+/// ([`crate::auth::authenticate`]: 401 for a bad key, 403 for a disabled or expired key
+/// or a suspended member).
 pub async fn authenticate(
     req: &Request,
     env: &Env,
-    now: u64,
+    _now: u64,
 ) -> Result<std::result::Result<KeyRecord, GatewayError>> {
-    let headers = req.headers();
-    let raw = match headers.get("authorization")? {
-        Some(v) => bearer_token(&v).map(str::to_string),
-        None => headers.get("x-api-key")?,
-    };
-    let Some(key) = raw.and_then(|k| ApiKey::parse(&k).ok()) else {
-        return Ok(Err(GatewayError::invalid_api_key()));
-    };
-    let record: Option<KeyRecord> = env
-        .kv("KEYS")?
-        .get(&KeyRecord::kv_key(key.public_id()))
-        .json()
-        .await?;
-    let Some(record) = record else {
-        return Ok(Err(GatewayError::invalid_api_key()));
-    };
-    if record.check(key.secret(), now).is_err() {
-        return Ok(Err(GatewayError::invalid_api_key()));
-    }
-    if let Some(m) = member_record(env, &record.member_id).await? {
-        if m.status == "suspended" {
-            return Ok(Err(GatewayError::permission_denied(
-                "This account is suspended.",
-                "account_suspended",
-            )));
+    let config = match Config::get(env) {
+        Ok(c) => c,
+        Err(m) => {
+            return Ok(Err(GatewayError::internal(format!(
+                "Invalid configuration: {m}"
+            ))))
         }
-    }
-    Ok(Ok(record))
+    };
+    let store = KvKeyStore::new(env, config.key_cache_ttl_ms);
+    Ok(crate::auth::authenticate(req, &store)
+        .await
+        .map(|k| (*k).clone()))
 }
 
 /// RFC 3339 UTC for unix seconds.

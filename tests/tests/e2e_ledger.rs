@@ -195,7 +195,8 @@ async fn test_replayed_credit_is_a_no_op_and_grants_apply_once() {
 
 #[tokio::test]
 async fn test_keys_members_and_catalogue_through_internal_api() {
-    let (worker, sync) = start_worker(&[]).await;
+    // Key and member caches off: revocation and suspension show at once.
+    let (worker, sync) = start_worker(&[("KEY_CACHE_TTL_MS", "0")]).await;
     let key = tollbooth_core::auth::ApiKey::generate(&[9u8; 32]);
     let record = tollbooth_core::keyrecord::KeyRecord {
         public_id: key.public_id().to_string(),
