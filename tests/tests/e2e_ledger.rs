@@ -332,6 +332,9 @@ fn catalogue(mock_base: &str) -> Value {
             model("m-long", "gpt-4o-mini@chunks=40,delay=50"),
             model("m-fail", "gpt-4o-mini@status=500"),
             model("m-nousage", "gpt-4o-mini@usage=0"),
+            {"name": "m-emb", "kind": "embedding",
+             "deployments": [{"provider": "mock", "model": "text-embedding-3-small"}],
+             "price": {"input_per_mtok": INPUT_PER_MTOK}},
         ],
         "plans": [
             {"id": "basic", "allowed_models": ["*"]},
@@ -717,4 +720,102 @@ async fn test_rate_limit_boundary_period_reset_and_member_endpoints() {
     let r = gw.sync.read_feed("rollups", "", 100).await.unwrap();
     assert_eq!(r.status, 200);
     assert!(!r.body["events"].as_array().unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_messages_and_embeddings_are_metered_and_stale_reservations_are_swept() {
+    let gw = Gateway::start(&[]).await;
+
+    // Anthropic ingress bills like chat; embeddings bill their input tokens only.
+    let key = gw.key("m-proto", "basic", None).await;
+    gw.grant("m-proto", "tokens", 1_000, None).await;
+    let r = gw
+        .http
+        .post(format!("{}/v1/messages", gw.worker.base_url))
+        .header("x-api-key", &key)
+        .header("anthropic-version", "2023-06-01")
+        .json(&json!({"model": "m", "max_tokens": 10,
+            "messages": [{"role": "user", "content": "hello world"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let b = gw.settled("m-proto").await;
+    assert_eq!(b["allowance"]["used"], 5, "{b}");
+    let r = gw
+        .http
+        .post(format!("{}/v1/embeddings", gw.worker.base_url))
+        .bearer_auth(&key)
+        .json(&json!({"model": "m-emb", "input": "hello big world"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let b = gw.settled("m-proto").await;
+    assert_eq!(b["allowance"]["used"], 5 + 3, "{b}");
+
+    // A reservation past its expiry (admitted with the clock an hour back) is released by
+    // the sweep while its request is still running; a fresh one is left alone. The late
+    // settlement still charges, without releasing a second time.
+    let key = gw.key("m-sweep", "basic", None).await;
+    let now = now_unix();
+    gw.grant("m-sweep", "tokens", 1_000, Some(("none", now - 7_200)))
+        .await;
+    let old = {
+        let gw_url = format!("{}/v1/chat/completions", gw.worker.base_url);
+        let http = gw.http.clone();
+        let key = key.clone();
+        tokio::spawn(async move {
+            http.post(gw_url)
+                .bearer_auth(key)
+                .header("x-tollbooth-test-now", (now - 3_600).to_string())
+                .json(&json!({"model": "m-slow", "max_tokens": 10,
+                    "messages": [{"role": "user", "content": "hello world"}]}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let fresh = {
+        let gw_url = format!("{}/v1/chat/completions", gw.worker.base_url);
+        let http = gw.http.clone();
+        let key = key.clone();
+        tokio::spawn(async move {
+            http.post(gw_url)
+                .bearer_auth(key)
+                .json(&json!({"model": "m-slow", "max_tokens": 10,
+                    "messages": [{"role": "user", "content": "hello world"}]}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let b = gw.balance("m-sweep").await;
+    assert_eq!(b["allowance"]["reserved"], 40, "both in flight: {b}");
+    let r = gw.sync.sweep().await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["released"], 1);
+    let b = gw.balance("m-sweep").await;
+    assert_eq!(
+        b["allowance"]["reserved"], 20,
+        "only the stale one released: {b}"
+    );
+    assert_eq!(old.await.unwrap(), 200);
+    assert_eq!(fresh.await.unwrap(), 200);
+    // The swept reservation is no longer "open": wait for both usage events.
+    for _ in 0..100 {
+        if gw.events("m-sweep").await.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let b = gw.settled("m-sweep").await;
+    assert_eq!(b["allowance"]["reserved"], 0, "{b}");
+    assert_eq!(b["allowance"]["used"], 10, "both charged once: {b}");
+    let ev = gw.events("m-sweep").await;
+    assert_eq!(ev.len(), 2);
 }
