@@ -368,8 +368,18 @@ impl Gateway {
 
     /// A new key for `member` on `plan`; returns the full key.
     async fn key(&self, member: &str, plan: &str, rpm: Option<u32>) -> String {
+        self.key_with(member, plan, rpm, None).await
+    }
+
+    async fn key_with(
+        &self,
+        member: &str,
+        plan: &str,
+        rpm: Option<u32>,
+        tpm: Option<u64>,
+    ) -> String {
         let mut seed = [0u8; 32];
-        for (i, b) in format!("{member}/{plan}/{rpm:?}-seed-bytes-for-key-gen")
+        for (i, b) in format!("{member}/{plan}/{rpm:?}/{tpm:?}-seed-bytes-for-key-gen")
             .bytes()
             .take(32)
             .enumerate()
@@ -387,7 +397,7 @@ impl Gateway {
             expires_at: None,
             allowed_models: None,
             rpm,
-            tpm: None,
+            tpm,
             capture: false,
             name: None,
         };
@@ -662,6 +672,22 @@ async fn test_rate_limit_boundary_period_reset_and_member_endpoints() {
     // The next window admits again.
     let r = gw.chat(&key, "m", json!({}), Some(t0 + 60)).await;
     assert_eq!(r.status(), 200);
+
+    // Tokens per minute: counted with the estimate (20) at admission and corrected to
+    // the actual usage (5) at settlement, so with TPM 30 three requests fit (5 + 5 + 20),
+    // the fourth (15 + 20) does not.
+    let key = gw.key_with("m-tpm", "basic", None, Some(30)).await;
+    gw.grant("m-tpm", "requests", 1_000, None).await;
+    let t1 = t0 + 120;
+    for i in 0..3 {
+        let r = gw.chat(&key, "m", json!({}), Some(t1 + i)).await;
+        assert_eq!(r.status(), 200, "request {i}");
+        gw.settled("m-tpm").await;
+    }
+    let r = gw.chat(&key, "m", json!({}), Some(t1 + 3)).await;
+    assert_eq!(r.status(), 429);
+    assert_eq!(r.headers()["x-ratelimit-limit-tokens"], "30");
+    assert_eq!(r.headers()["x-ratelimit-remaining-tokens"], "15");
 
     // Period reset: 2 requests per day, renewing daily.
     let key = gw.key("m-period", "basic", None).await;
