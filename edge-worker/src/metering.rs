@@ -82,6 +82,9 @@ pub struct Outcome {
     pub upstream_failed: bool,
     /// The client went away before the end of the stream.
     pub client_disconnected: bool,
+    /// Time to first token (ms from the request's start), when known; recorded in the
+    /// usage event and the hourly rollup.
+    pub ttft_ms: Option<u64>,
 }
 
 /// Rate limits are counted by [`reserve`] (see the module docs).
@@ -184,7 +187,7 @@ pub async fn settle(env: &Env, req: &MeterRequest, reservation: Reservation, out
         status: Some(status),
         deployment: outcome.deployment,
         latency_ms: util::now_ms().saturating_sub(reservation.admitted_ms),
-        ttft_ms: None,
+        ttft_ms: outcome.ttft_ms,
         now: ledger::clock::now(),
     };
     let result = match ledger::db(env) {

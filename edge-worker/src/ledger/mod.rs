@@ -31,6 +31,13 @@ pub const RESERVATION_TTL_SECS: u64 = 15 * 60;
 /// Largest integer a JS number holds exactly.
 const MAX_SAFE: u64 = (1 << 53) - 1;
 
+/// The periodic sweep, for the scheduled (cron) handler: releases up to `limit` expired
+/// reservations of every member and drops old rate windows and replay records. Returns
+/// how many reservations were released.
+pub async fn scheduled_sweep(env: &Env, limit: u64) -> worker::Result<u64> {
+    sweep_expired(&db(env)?, None, clock::now(), limit).await
+}
+
 /// The ledger database.
 pub fn db(env: &Env) -> worker::Result<D1Database> {
     env.d1(LEDGER_BINDING)
