@@ -520,6 +520,7 @@ async fn test_concurrent_requests_never_overspend_and_replayed_settle_is_a_no_op
             other => panic!("unexpected {other}: {body}"),
         }
     }
+    eprintln!("admitted {admitted} of 50 against an allowance for 10");
     assert!(admitted <= 10, "admitted {admitted} > 10");
     assert!(admitted >= 1);
 
