@@ -347,12 +347,15 @@ fn catalogue(mock_base: &str) -> Value {
 impl Gateway {
     async fn start(extra: &[(&str, &str)]) -> Gateway {
         let mock = spawn(MockConfig::default()).await.unwrap();
-        let mut vars = vec![
+        let mut vars: Vec<(&str, &str)> = [
             ("ALLOW_LOOPBACK_UPSTREAMS", "true"),
             ("CATALOGUE_TTL_MS", "0"),
             ("KEY_CACHE_TTL_MS", "0"),
             ("BREAKER_FAILURE_THRESHOLD", "100000"),
-        ];
+        ]
+        .into_iter()
+        .filter(|(k, _)| !extra.iter().any(|(e, _)| e == k))
+        .collect();
         vars.extend_from_slice(extra);
         let (worker, sync) = start_worker(&vars).await;
         let snapshot = serde_json::from_value(catalogue(&mock.base_url())).unwrap();
@@ -845,4 +848,53 @@ async fn test_messages_and_embeddings_are_metered_and_stale_reservations_are_swe
     assert_eq!(b["allowance"]["used"], 10, "both charged once: {b}");
     let ev = gw.events("m-sweep").await;
     assert_eq!(ev.len(), 2);
+}
+
+/// Metering's cost on the request path, side by side in one run: the same non-stream
+/// chat request against a worker with metering on (wallet reservation + settlement in
+/// `wait_until`) and one with `METERING=off`, interleaved. Not a pass/fail test:
+/// `cargo test -p tollbooth-tests --test e2e_ledger bench_ -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn bench_metering_on_vs_off() {
+    // Production cache settings: key records and the catalogue come from isolate memory.
+    let caches = [("CATALOGUE_TTL_MS", "60000"), ("KEY_CACHE_TTL_MS", "60000")];
+    let on = Gateway::start(&caches).await;
+    let off = Gateway::start(&[caches[0], caches[1], ("METERING", "off")]).await;
+    let key_on = on.key("m-bench", "basic", None).await;
+    let key_off = off.key("m-bench", "basic", None).await;
+    on.sync
+        .credit_wallet("m-bench", "bench-credit", 1_000_000_000, "bench")
+        .await
+        .unwrap();
+    for _ in 0..20 {
+        assert_eq!(on.chat(&key_on, "m", json!({}), None).await.status(), 200);
+        assert_eq!(off.chat(&key_off, "m", json!({}), None).await.status(), 200);
+    }
+    let n = 300;
+    let (mut t_on, mut t_off) = (Vec::new(), Vec::new());
+    for _ in 0..n {
+        let t = std::time::Instant::now();
+        assert_eq!(on.chat(&key_on, "m", json!({}), None).await.status(), 200);
+        t_on.push(t.elapsed().as_secs_f64() * 1000.0);
+        let t = std::time::Instant::now();
+        assert_eq!(off.chat(&key_off, "m", json!({}), None).await.status(), 200);
+        t_off.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    let pct = |v: &mut Vec<f64>, p: f64| {
+        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        v[((v.len() as f64 - 1.0) * p).round() as usize]
+    };
+    println!("| metering | p50 ms | p90 ms | p99 ms |");
+    println!("|---|---|---|---|");
+    for (name, v) in [("on", &mut t_on), ("off", &mut t_off)] {
+        println!(
+            "| {name} | {:.2} | {:.2} | {:.2} |",
+            pct(v, 0.5),
+            pct(v, 0.9),
+            pct(v, 0.99)
+        );
+    }
+    let b = on.settled("m-bench").await;
+    assert_eq!(b["usage"]["requests"], 320);
 }

@@ -148,28 +148,21 @@ pub(crate) async fn active_allowance(
     member_id: &str,
     now: u64,
 ) -> worker::Result<Option<AllowanceRow>> {
-    let current: Option<AllowanceRow> = stmt(
+    // One query: the most recently started period. Either it is current, or it has
+    // ended and is the one a renewing allowance continues from.
+    let latest: Option<AllowanceRow> = stmt(
         db,
         "SELECT period_start, period_end, plan_id, unit, amount, used, reserved, period, grant_id \
-         FROM allowances WHERE member_id = ?1 AND period_start <= ?2 AND period_end > ?2 \
+         FROM allowances WHERE member_id = ?1 AND period_start <= ?2 \
          ORDER BY period_start DESC LIMIT 1",
         &[text(member_id), num(now)],
     )?
     .first(None)
     .await?;
-    if current.is_some() {
-        return Ok(current);
+    let Some(last) = latest else { return Ok(None) };
+    if super::non_negative(last.period_end) > now {
+        return Ok(Some(last));
     }
-    let last: Option<AllowanceRow> = stmt(
-        db,
-        "SELECT period_start, period_end, plan_id, unit, amount, used, reserved, period, grant_id \
-         FROM allowances WHERE member_id = ?1 AND period_end <= ?2 \
-         ORDER BY period_end DESC LIMIT 1",
-        &[text(member_id), num(now)],
-    )?
-    .first(None)
-    .await?;
-    let Some(last) = last else { return Ok(None) };
     let Some(period) = parse_period(&last.period).filter(|p| *p != PlanPeriod::None) else {
         return Ok(None);
     };
