@@ -207,6 +207,15 @@ pub async fn admit(db: &D1Database, req: &AdmitRequest<'_>) -> Result<Admission,
         Err(RateCheckError::Refused(r)) => return Err(AdmitError::RateLimited(r)),
         Err(RateCheckError::Db(e)) => return Err(e.into()),
     };
+    // Common case in one round trip; renewals, stale reservations and refusals below.
+    match try_fast(db, req, &rate).await {
+        Ok(Some(adm)) => return Ok(adm),
+        Ok(None) => {}
+        Err(e) => {
+            uncount(db, &rate).await;
+            return Err(e.into());
+        }
+    }
     match reserve(db, req, &rate).await {
         Ok(Some(adm)) => return Ok(adm),
         Ok(None) => {}
@@ -272,6 +281,128 @@ async fn exhausted_error(db: &D1Database, req: &AdmitRequest<'_>) -> GatewayErro
         Some(a) => GatewayError::insufficient_quota(format!("plan allowance ({})", a.unit)),
         None => GatewayError::insufficient_quota("wallet balance"),
     }
+}
+
+#[derive(Deserialize)]
+struct FastRow {
+    unit: String,
+    period_start: Option<i64>,
+    amount: i64,
+}
+
+/// The whole admission in one batch: the current allowance (the amount for each unit is
+/// known up front, picked with `CASE unit`), else the wallet when the plan allows overage
+/// or the member has no current or renewable allowance. Each source is the same
+/// conditional UPDATE + claimed INSERT as the step-by-step path; the wallet statement
+/// also requires that no reservation was made for the request by the allowance one.
+/// `None` when neither applied (the caller then opens a renewed period, releases stale
+/// reservations and retries, or refuses).
+async fn try_fast(
+    db: &D1Database,
+    req: &AdmitRequest<'_>,
+    rate: &RateTicket,
+) -> worker::Result<Option<Admission>> {
+    let amount = |u| req.estimate.in_unit(u, &req.price);
+    let claim_a = claim_token();
+    let claim_w = claim_token();
+    let member = req.key.member_id.as_str();
+    let overage = req.plan.is_some_and(|p| p.overage);
+    let params = [
+        text(member),                                      // ?1
+        num(req.now),                                      // ?2
+        num(amount(AllowanceUnit::Tokens)),                // ?3
+        num(amount(AllowanceUnit::Characters)),            // ?4
+        num(amount(AllowanceUnit::Requests)),              // ?5
+        num(amount(AllowanceUnit::Money)),                 // ?6
+        text(&claim_a),                                    // ?7
+        text(&claim_w),                                    // ?8
+        text(req.request_id),                              // ?9
+        text(&req.key.public_id),                          // ?10
+        num(req.now.saturating_add(RESERVATION_TTL_SECS)), // ?11
+        num(u64::from(overage)),                           // ?12
+    ];
+    let p = |n: usize| params.get(..n).unwrap_or(&params);
+    let case = "CASE unit WHEN 'tokens' THEN ?3 WHEN 'characters' THEN ?4 \
+                WHEN 'requests' THEN ?5 ELSE ?6 END";
+    let current = "period_start = (SELECT MAX(period_start) FROM allowances \
+                     WHERE member_id = ?1 AND period_start <= ?2) AND period_end > ?2";
+    let batch = vec![
+        stmt(
+            db,
+            &format!(
+                "UPDATE allowances SET reserved = reserved + {case}, claim = ?7, updated_at = ?2 \
+                 WHERE member_id = ?1 AND {current} AND amount - used - reserved >= {case}"
+            ),
+            p(7),
+        )?,
+        stmt(
+            db,
+            &format!(
+                "INSERT INTO reservations (request_id, member_id, key_id, source, period_start, \
+                   unit, amount, created_at, expires_at, state) \
+                 SELECT ?9, ?1, ?10, 'allowance', period_start, unit, {case}, ?2, ?11, 'reserved' \
+                 FROM allowances WHERE member_id = ?1 AND claim = ?7 AND {current} \
+                 RETURNING unit, period_start, amount"
+            ),
+            p(11),
+        )?,
+        stmt(
+            db,
+            "INSERT OR IGNORE INTO wallets (member_id, balance_micros, reserved_micros, \
+             updated_at) VALUES (?1, 0, 0, ?2)",
+            p(2),
+        )?,
+        stmt(
+            db,
+            &format!(
+                "UPDATE wallets SET reserved_micros = reserved_micros + ?6, claim = ?8, \
+                   updated_at = ?2 \
+                 WHERE member_id = ?1 AND balance_micros - reserved_micros >= ?6 \
+                   AND NOT EXISTS (SELECT 1 FROM reservations WHERE request_id = ?9) \
+                   AND ((?12 = 1 AND EXISTS (SELECT 1 FROM allowances \
+                                             WHERE member_id = ?1 AND {current})) \
+                        OR NOT EXISTS (SELECT 1 FROM allowances WHERE member_id = ?1 \
+                                       AND period_start <= ?2 \
+                                       AND (period_end > ?2 OR period != 'none')))"
+            ),
+            p(12),
+        )?,
+        stmt(
+            db,
+            "INSERT INTO reservations (request_id, member_id, key_id, source, period_start, \
+               unit, amount, created_at, expires_at, state) \
+             SELECT ?9, ?1, ?10, 'wallet', NULL, 'money', ?6, ?2, ?11, 'reserved' \
+             FROM wallets WHERE member_id = ?1 AND claim = ?8",
+            p(11),
+        )?,
+    ];
+    let results = db.batch(batch).await?;
+    if let Some(r) = results.get(1).filter(|r| changes(r) == 1) {
+        let rows: Vec<FastRow> = r.results()?;
+        if let Some(row) = rows.first() {
+            if let Some(unit) = parse_unit(&row.unit) {
+                return Ok(Some(admission(
+                    req,
+                    Source::Allowance,
+                    unit,
+                    row.period_start.map(super::non_negative),
+                    super::non_negative(row.amount),
+                    rate,
+                )));
+            }
+        }
+    }
+    if results.get(4).map(changes).unwrap_or(0) == 1 {
+        return Ok(Some(admission(
+            req,
+            Source::Wallet,
+            AllowanceUnit::Money,
+            None,
+            amount(AllowanceUnit::Money),
+            rate,
+        )));
+    }
+    Ok(None)
 }
 
 /// One reservation attempt: allowance first, then the wallet if allowed.
