@@ -784,6 +784,34 @@ async fn test_messages_and_embeddings_are_metered_and_stale_reservations_are_swe
     let b = gw.settled("m-proto").await;
     assert_eq!(b["allowance"]["used"], 5 + 3, "{b}");
 
+    // Overage: when the plan allows it, the wallet pays once the allowance is used up;
+    // without overage the member is refused although the wallet has money.
+    for (plan, member) in [("overage", "m-over"), ("basic", "m-noover")] {
+        let key = gw.key(member, plan, None).await;
+        gw.grant(member, "requests", 1, None).await;
+        gw.sync
+            .credit_wallet(member, &format!("c-{member}"), 1_000, "top-up")
+            .await
+            .unwrap();
+        assert_eq!(gw.chat(&key, "m", json!({}), None).await.status(), 200);
+        gw.settled(member).await;
+        let r = gw.chat(&key, "m", json!({}), None).await;
+        let b = gw.settled(member).await;
+        assert_eq!(b["allowance"]["used"], 1, "{b}");
+        if plan == "overage" {
+            assert_eq!(r.status(), 200);
+            assert_eq!(b["wallet"]["balance_micros"], 1_000 - 8, "{b}");
+        } else {
+            assert_eq!(r.status(), 402);
+            let body: Value = r.json().await.unwrap();
+            assert!(body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("plan allowance (requests)"));
+            assert_eq!(b["wallet"]["balance_micros"], 1_000, "{b}");
+        }
+    }
+
     // A reservation past its expiry (admitted with the clock an hour back) is released by
     // the sweep while its request is still running; a fresh one is left alone. The late
     // settlement still charges, without releasing a second time.
