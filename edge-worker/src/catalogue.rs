@@ -54,7 +54,14 @@ pub async fn load(env: &Env, ttl_ms: u64) -> Result<Rc<Catalogue>, GatewayError>
             return Ok(cat.clone());
         }
     }
-    let parsed = match kv.get(&format!("catalogue:v:{version}")).text().await {
+    // Snapshots are immutable per version, so the KV edge cache may keep them long; only
+    // the tiny pointer must be fresh.
+    let parsed = match kv
+        .get(&format!("catalogue:v:{version}"))
+        .cache_ttl(3600)
+        .text()
+        .await
+    {
         Ok(Some(json)) => Catalogue::from_json(&json).map_err(|e| e.to_string()),
         Ok(None) => Err(format!("catalogue:v:{version} is missing")),
         Err(e) => Err(e.to_string()),

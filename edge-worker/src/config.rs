@@ -102,3 +102,51 @@ impl Config {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(vars: &[(&str, &str)]) -> Result<Config, String> {
+        Config::from_lookup(|name| {
+            vars.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| (*v).to_owned())
+        })
+    }
+
+    #[test]
+    fn test_defaults() {
+        let c = cfg(&[]).unwrap();
+        assert_eq!(c.path_prefix, "");
+        assert_eq!(c.max_body_bytes, 8 * 1024 * 1024);
+        assert!(!c.allow_loopback_upstreams);
+        assert_eq!(c.breaker, BreakerConfig::default());
+    }
+
+    #[test]
+    fn test_prefix_normalised_and_values_parsed() {
+        let c = cfg(&[
+            ("PATH_PREFIX", "gw/"),
+            ("MAX_BODY_BYTES", "1024"),
+            ("ALLOW_LOOPBACK_UPSTREAMS", "true"),
+            ("BREAKER_FAILURE_THRESHOLD", "2"),
+            ("BREAKER_COOLDOWN_MS", "1500"),
+        ])
+        .unwrap();
+        assert_eq!(c.path_prefix, "/gw");
+        assert_eq!(c.max_body_bytes, 1024);
+        assert!(c.allow_loopback_upstreams);
+        assert_eq!(c.breaker.failure_threshold, 2);
+        assert_eq!(c.breaker.base_cooldown_ms, 1500);
+    }
+
+    #[test]
+    fn test_invalid_values_name_the_variable() {
+        let e = cfg(&[("MAX_BODY_BYTES", "8MB")]).unwrap_err();
+        assert!(e.contains("MAX_BODY_BYTES"), "{e}");
+        let e = cfg(&[("ALLOW_LOOPBACK_UPSTREAMS", "yes please")]).unwrap_err();
+        assert!(e.contains("ALLOW_LOOPBACK_UPSTREAMS"), "{e}");
+        assert!(cfg(&[("MAX_BODY_BYTES", "0")]).is_err());
+    }
+}

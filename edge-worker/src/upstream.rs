@@ -428,3 +428,100 @@ impl ChatDecoder {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn provider(kind: &str, base: &str) -> Provider {
+        serde_json::from_value(json!({"id": "p", "kind": kind, "base_url": base,
+            "credentials": [{"id": "c1", "secret": "sk-test-secret-123456"}]}))
+        .unwrap()
+    }
+
+    fn req() -> oa::ChatCompletionRequest {
+        serde_json::from_value(json!({"model": "virtual", "stream": true,
+            "messages": [{"role": "user", "content": "hi"}]}))
+        .unwrap()
+    }
+
+    fn header<'a>(r: &'a UpstreamRequest, name: &str) -> Option<&'a str> {
+        r.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn test_url_and_auth_per_provider_kind() {
+        let p = provider("openai", "https://api.example.com/v1/");
+        let c = &p.credentials[0];
+        let r = chat_request(&p, c, "gpt-x", &req(), true, 1024, false).unwrap();
+        assert_eq!(r.url, "https://api.example.com/v1/chat/completions");
+        assert_eq!(
+            header(&r, "authorization"),
+            Some("Bearer sk-test-secret-123456")
+        );
+        let body: Value = serde_json::from_str(&r.body).unwrap();
+        assert_eq!(body["model"], "gpt-x");
+        assert_eq!(body["stream_options"]["include_usage"], true);
+
+        let p = provider("anthropic", "https://api.anthropic.com/v1");
+        let r = chat_request(&p, &p.credentials[0], "claude", &req(), false, 1024, false).unwrap();
+        assert_eq!(r.url, "https://api.anthropic.com/v1/messages");
+        assert_eq!(header(&r, "x-api-key"), Some("sk-test-secret-123456"));
+        assert_eq!(header(&r, "anthropic-version"), Some(ANTHROPIC_VERSION));
+        assert_eq!(header(&r, "authorization"), None);
+
+        let p = provider("gemini", "https://generativelanguage.googleapis.com/v1beta");
+        let r = chat_request(
+            &p,
+            &p.credentials[0],
+            "gemini-2.5",
+            &req(),
+            true,
+            1024,
+            false,
+        )
+        .unwrap();
+        assert_eq!(
+            r.url,
+            "https://generativelanguage.googleapis.com/v1beta/models/gemini-2.5:streamGenerateContent?alt=sse"
+        );
+        assert!(!r.url.contains("key="));
+        assert_eq!(header(&r, "x-goog-api-key"), Some("sk-test-secret-123456"));
+    }
+
+    #[test]
+    fn test_loopback_refused_unless_allowed() {
+        for base in [
+            "http://127.0.0.1:9/v1",
+            "http://localhost/v1",
+            "http://10.0.0.2/v1",
+            "http://[::1]/v1",
+            "http://169.254.169.254/v1",
+        ] {
+            let p = provider("openai", base);
+            assert!(
+                chat_request(&p, &p.credentials[0], "m", &req(), false, 1, false).is_err(),
+                "{base}"
+            );
+            assert!(
+                chat_request(&p, &p.credentials[0], "m", &req(), false, 1, true).is_ok(),
+                "{base}"
+            );
+        }
+    }
+
+    #[test]
+    fn test_error_message_is_short_and_redacted() {
+        let m =
+            error_message(r#"{"error":{"message":"bad key sk-abcdefghijklmnopqrstuvwxyz used"}}"#);
+        assert!(!m.contains("abcdefghijklmnop"), "{m}");
+        assert_eq!(
+            error_message("<html>502</html>"),
+            "The upstream provider returned an error."
+        );
+    }
+}

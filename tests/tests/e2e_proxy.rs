@@ -109,6 +109,8 @@ fn catalogue(a: &str, b: &str) -> Value {
             oa("fo-429", b, SECRETS[3], json!({})),
             oa("fo-good", b, SECRETS[3], json!({})),
             oa("fo-hang", b, SECRETS[3], json!({"timeout_ms": 800})),
+            oa("fo-ttft", b, SECRETS[3], json!({"timeout_ms": 800})),
+            oa("oa-err", a, SECRETS[0], json!({})),
             oa("br", b, SECRETS[3], json!({})),
             oa("br-backup", b, SECRETS[3], json!({})),
         ],
@@ -127,6 +129,9 @@ fn catalogue(a: &str, b: &str) -> Value {
             chat("fail500", vec![dep("fo-500", "m@status=500", 1000), dep("fo-good", "ok500", 1)]),
             chat("fail429", vec![dep("fo-429", "m@status=429", 1000), dep("fo-good", "ok429", 1)]),
             chat("hang", vec![dep("fo-hang", "m@hang=1", 1000), dep("fo-good", "okhang", 1)]),
+            chat("slowstart", vec![dep("fo-ttft", "m@ttft=3000", 1000), dep("fo-good", "okttft", 1)]),
+            chat("upstream400", vec![dep("oa-err", "m@status=400", 1)]),
+            chat("upstream401", vec![dep("oa-err", "m@status=401", 1)]),
             chat("breaker", vec![dep("br", "m@fail_first=2", 1000), dep("br-backup", "okbr", 1)]),
             {"name": "emb", "kind": "embedding", "deployments": [dep("oa", "text-emb", 1)]},
             {"name": "rr", "kind": "rerank", "deployments": [dep("oa", "rerank-m", 1)]},
@@ -134,7 +139,7 @@ fn catalogue(a: &str, b: &str) -> Value {
         "plans": [
             {"id": "basic", "allowed_models": ["chat-oa", "chat-oa-tools", "chat-an", "chat-an-tools",
                 "chat-gm", "chat-gm-tools", "slow", "midfail", "forced-stream", "forced-nonstream",
-                "fail500", "fail429", "hang", "breaker", "emb", "rr"]},
+                "fail500", "fail429", "hang", "slowstart", "upstream400", "upstream401", "breaker", "emb", "rr"]},
             {"id": "all", "allowed_models": ["*"]},
         ],
     })
@@ -889,6 +894,8 @@ async fn test_failover_500_429_and_hang_answered_by_next_deployment() {
         ("fail500", "m@status=500", "ok500"),
         ("fail429", "m@status=429", "ok429"),
         ("hang", "m@hang=1", "okhang"),
+        // Headers at once, first event too late: the stream is not committed.
+        ("slowstart", "m@ttft=3000", "okttft"),
     ] {
         for stream in [false, true] {
             let t0 = Instant::now();
@@ -1344,4 +1351,85 @@ async fn test_one_structured_log_line_per_request_without_secrets() {
         .as_str()
         .is_some_and(|k| w.keys.basic.contains(k)));
     assert_eq!(line404["status"], 404);
+}
+
+#[tokio::test]
+async fn test_upstream_errors_mapped_without_leaking_credentials_or_urls() {
+    let w = world().await;
+    // The caller's fault upstream (400): passed on as 400, not retried.
+    let r = post(
+        w,
+        "/v1/chat/completions",
+        &w.keys.basic,
+        chat_body("upstream400", false, false),
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert_eq!(r.json()["error"]["type"], "invalid_request_error");
+    // Our credential rejected (401): the caller sees a gateway 502, not "invalid key".
+    for stream in [false, true] {
+        let r = post(
+            w,
+            "/v1/chat/completions",
+            &w.keys.basic,
+            chat_body("upstream401", stream, false),
+        )
+        .await;
+        assert_eq!(r.status, 502, "{}", r.text);
+        assert_eq!(r.json()["error"]["type"], "upstream_error");
+        assert!(
+            !r.text.contains("127.0.0.1") && !r.text.contains("/v1/chat"),
+            "upstream URL leaked: {}",
+            r.text
+        );
+    }
+    let r = send(
+        client()
+            .post(w.url("/v1/messages"))
+            .header("x-api-key", &w.keys.basic)
+            .json(&messages_body("upstream401", false, false)),
+    )
+    .await;
+    assert_eq!(r.status, 502);
+    assert_eq!(r.json()["type"], "error");
+    assert_eq!(r.json()["error"]["type"], "api_error");
+}
+
+/// DESIGN.md: if the client disconnects, keep reading the upstream to get real usage.
+#[tokio::test]
+async fn test_client_disconnect_mid_stream_still_reads_upstream_usage() {
+    let w = world().await;
+    let resp = client()
+        .post(w.url("/v1/chat/completions"))
+        .bearer_auth(&w.keys.basic)
+        .json(&chat_body("slow", true, false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let id = resp.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let mut body = resp.bytes_stream();
+    let first = body.next().await.expect("first bytes").unwrap();
+    assert!(String::from_utf8_lossy(&first).contains("data:"));
+    drop(body); // the client goes away after the first chunk
+    let t0 = Instant::now();
+    let line = loop {
+        let log = std::fs::read_to_string(&w.worker.proc.log).unwrap_or_default();
+        let found = log
+            .lines()
+            .filter_map(|l| l.find("{\"msg\":\"request\"").map(|i| &l[i..]))
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|v| v["request_id"] == id.as_str());
+        if let Some(v) = found {
+            break v;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(15),
+            "no log line for {id}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    // The upstream was read to its end: the provider's usage for all 5 chunks.
+    assert_eq!(line["tokens"]["output_tokens"], 5, "{line}");
+    assert_eq!(line["tokens"]["input_tokens"], 3, "{line}");
 }

@@ -746,11 +746,13 @@ pub async fn chat_handler(
                 egress()
             };
             let resp = sse_response(rc, rx)?;
+            rc.overhead_at_commit = Some(rc.overhead_ms());
             let mut log = rc.clone();
             let env2 = env.clone();
             ctx.wait_until(async move {
                 let outcome = pump(*up, eg, tx, &mut log).await;
                 log.usage = outcome.usage;
+                log.client_disconnected = outcome.client_disconnected;
                 log.log();
                 metering::settle(&env2, &meter_req, reservation, outcome).await;
             });

@@ -40,6 +40,11 @@ pub struct ReqCtx {
     pub ttft_ms: Option<f64>,
     pub usage: Option<Usage>,
     pub error: Option<String>,
+    /// The client went away before the end of a stream.
+    pub client_disconnected: bool,
+    /// For streams: the overhead when the headers went out (the rest of the stream is
+    /// the upstream's pace, not gateway time).
+    pub overhead_at_commit: Option<f64>,
 }
 
 impl ReqCtx {
@@ -58,6 +63,8 @@ impl ReqCtx {
             ttft_ms: None,
             usage: None,
             error: None,
+            client_disconnected: false,
+            overhead_at_commit: None,
         }
     }
 
@@ -95,10 +102,11 @@ impl ReqCtx {
             "status": self.status,
             "attempts": self.attempts,
             "latency_ms": (clock_ms() - self.started).round(),
-            "overhead_ms": self.overhead_ms().round(),
+            "overhead_ms": self.overhead_at_commit.unwrap_or_else(|| self.overhead_ms()).round(),
             "ttft_ms": self.ttft_ms.map(f64::round),
             "tokens": usage,
             "error": self.error,
+            "client_disconnected": self.client_disconnected,
         });
         worker::console_log!("{}", line);
     }
@@ -204,4 +212,32 @@ pub fn key_may_use(catalogue: &Catalogue, key: &KeyRecord, name: &str) -> bool {
         .as_ref()
         .is_none_or(|a| model_allowed(a, name));
     plan_ok && key_ok
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tollbooth_core::protocol::openai as oa;
+
+    fn param(body: &str) -> Option<String> {
+        match parse_body::<oa::ChatCompletionRequest>(body.as_bytes()) {
+            Err(e) => e.param().map(str::to_owned),
+            Ok(_) => None,
+        }
+    }
+
+    #[test]
+    fn test_parse_errors_name_the_field() {
+        assert_eq!(param(r#"{"messages": []}"#).as_deref(), Some("model"));
+        assert_eq!(param(r#"{"model": "m"}"#).as_deref(), Some("messages"));
+        assert_eq!(
+            param(r#"{"model": "m", "messages": [], "max_tokens": "x"}"#).as_deref(),
+            Some("max_tokens")
+        );
+        assert_eq!(
+            param(r#"{"model": "m", "messages": [{"role": "wizard", "content": "x"}]}"#).as_deref(),
+            Some("messages[0].role")
+        );
+        assert!(parse_body::<oa::ChatCompletionRequest>(b"{nope").is_err());
+    }
 }
