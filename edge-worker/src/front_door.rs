@@ -82,8 +82,7 @@ fn admin_origin(env: &Env) -> Result<String, GatewayError> {
     let origin = origin.trim().trim_end_matches('/').to_owned();
     if !(origin.starts_with("http://") || origin.starts_with("https://")) {
         return Err(GatewayError::Overloaded {
-            message: "The control plane is not configured on this gateway (ADMIN_ORIGIN)."
-                .into(),
+            message: "The control plane is not configured on this gateway (ADMIN_ORIGIN).".into(),
             retry_after_secs: None,
         });
     }

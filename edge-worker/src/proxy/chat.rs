@@ -902,6 +902,8 @@ async fn pump(
     if log.ttft_ms.is_none() {
         log.ttft_ms = Some(clock_ms() - log.started);
     }
+    // Whole milliseconds are enough for the rollups' time-to-first-token sums.
+    outcome.ttft_ms = log.ttft_ms.map(|t| t.max(0.0).round() as u64);
     send(std::mem::take(&mut out), &mut outcome);
     // (message, already forwarded to the client as the upstream's own error event)
     let mut error: Option<(String, bool)> = None;
