@@ -374,6 +374,12 @@ pub struct EdgeWorker {
 
 impl EdgeWorker {
     pub async fn start(opts: WorkerOptions) -> Result<Self, BoxError> {
+        Self::start_on(free_port(), opts).await
+    }
+
+    /// Like [`EdgeWorker::start`] on a given port: for a peer that must know the
+    /// worker's URL before it starts (the admin server's `EDGE_ORIGIN`).
+    pub async fn start_on(port: u16, opts: WorkerOptions) -> Result<Self, BoxError> {
         let root = repo_root();
         let shim = root.join("edge-worker/build/index.js");
         if !shim.exists() {
@@ -409,7 +415,6 @@ impl EdgeWorker {
             .into());
         }
 
-        let port = free_port();
         let inspector = free_port();
         // `TB_WORKER_LOG_LEVEL=log` shows the worker's own console.log lines in the log file.
         let log_level = std::env::var("TB_WORKER_LOG_LEVEL").unwrap_or_else(|_| "warn".into());

@@ -788,34 +788,22 @@ async fn test_providers_pull_models_and_publish() {
     assert!(!audit.to_string().contains(secret));
 }
 
-/// Through the real worker: what the admin side pushes is what the edge serves.
-/// Needs the worker's internal API (branch edge-ledger) and a built worker; on this
-/// branch alone the worker has no `/internal/v1`, so it is ignored here and run with
-/// `--ignored` on the integration of both branches.
+/// Through the worker's front door: every admin and member call goes to the worker,
+/// which forwards control-plane paths to the admin server (`ADMIN_ORIGIN`); what the
+/// admin side pushes back over the signed internal API (`EDGE_ORIGIN`) is what the
+/// edge then serves. Signup → subscribe to the free plan → create a key → chat → new
+/// alias → suspend/resume → revoke.
 #[tokio::test]
-#[ignore = "needs the worker's internal API (edge-ledger) and a built worker"]
 async fn test_front_door_edge_serves_what_admin_pushes() {
-    use tollbooth_tests::harness::{EdgeWorker, WorkerOptions};
+    use tollbooth_tests::harness::{free_port, EdgeWorker, WorkerOptions};
     let dynamo = DynamoLocal::start().await.unwrap();
     let mock = MockUpstream::start(&[]).await.unwrap();
-    let vars = [
-        ("SYNC_SECRET", SYNC_SECRET),
-        ("ALLOW_LOOPBACK_UPSTREAMS", "true"),
-        ("CATALOGUE_TTL_MS", "0"),
-        ("KEY_CACHE_TTL_MS", "0"),
-    ];
-    let worker = EdgeWorker::start(WorkerOptions {
-        vars: vars
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-    })
-    .await
-    .unwrap();
-    let admin_srv = AdminServer::start(
+    let worker_port = free_port();
+    let worker_url = format!("http://127.0.0.1:{worker_port}");
+    let mut admin_srv = AdminServer::start(
         &dynamo.endpoint,
         &[
-            ("EDGE_ORIGIN", &worker.base_url),
+            ("EDGE_ORIGIN", &worker_url),
             ("SYNC_SECRET", SYNC_SECRET),
             ("ADMIN_EMAIL", ADMIN_EMAIL),
             ("ADMIN_PASSWORD", ADMIN_PASSWORD),
@@ -823,6 +811,26 @@ async fn test_front_door_edge_serves_what_admin_pushes() {
     )
     .await
     .unwrap();
+    let vars = [
+        ("SYNC_SECRET", SYNC_SECRET),
+        ("ALLOW_LOOPBACK_UPSTREAMS", "true"),
+        ("CATALOGUE_TTL_MS", "0"),
+        ("KEY_CACHE_TTL_MS", "0"),
+        ("ADMIN_ORIGIN", admin_srv.base_url.as_str()),
+    ];
+    let worker = EdgeWorker::start_on(
+        worker_port,
+        WorkerOptions {
+            vars: vars
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        },
+    )
+    .await
+    .unwrap();
+    // From here on every control-plane call enters through the worker.
+    admin_srv.base_url = worker.base_url.clone();
     let env = Env {
         _dynamo: dynamo,
         admin: admin_srv,

@@ -40,7 +40,7 @@ async fn test_worker_health_in_workerd_with_local_d1_and_kv() {
 
     let (status, body) = get_json(&format!("{}/no/such/route", worker.base_url)).await;
     assert_eq!(status, 404);
-    assert_eq!(body["error"]["type"], "invalid_request_error");
+    assert_eq!(body["error"]["code"], "not_found");
 }
 
 #[tokio::test]
