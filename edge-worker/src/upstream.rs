@@ -469,9 +469,7 @@ mod tests {
         for base in [
             "http://127.0.0.1:9/v1",
             "http://localhost/v1",
-            "http://10.0.0.2/v1",
             "http://[::1]/v1",
-            "http://169.254.169.254/v1",
         ] {
             let p = provider("openai", base);
             assert!(
@@ -482,6 +480,17 @@ mod tests {
                 chat_request(&p, &p.credentials[0], "m", &req(), false, 1, true).is_ok(),
                 "{base}"
             );
+        }
+        // Local mode opens loopback only: private and metadata addresses stay refused.
+        for base in ["http://10.0.0.2/v1", "http://169.254.169.254/v1"] {
+            let p = provider("openai", base);
+            for allow_loopback in [false, true] {
+                assert!(
+                    chat_request(&p, &p.credentials[0], "m", &req(), false, 1, allow_loopback)
+                        .is_err(),
+                    "{base}"
+                );
+            }
         }
     }
 
