@@ -1,3 +1,4 @@
 //! Test harness.
 pub mod harness;
 pub mod mock;
+pub mod mock_stripe;
