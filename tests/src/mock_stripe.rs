@@ -78,7 +78,10 @@ impl MockStripe {
     }
 
     pub fn calls(&self) -> Vec<CheckoutCall> {
-        self.state.lock().map(|s| s.calls.clone()).unwrap_or_default()
+        self.state
+            .lock()
+            .map(|s| s.calls.clone())
+            .unwrap_or_default()
     }
 
     /// The event Stripe sends when the session was paid (the session as created, with
@@ -140,7 +143,11 @@ async fn answer(
     };
     let authorized = header("authorization").as_deref() == Some(expected_auth);
     let idempotency_key = header("idempotency-key");
-    let bytes = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+    let bytes = body
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
     let form: HashMap<String, String> = form_urlencoded::parse(&bytes).into_owned().collect();
     let Ok(mut s) = st.lock() else {
         return respond(500, json!({"error": {"message": "poisoned"}}));
@@ -157,13 +164,19 @@ async fn answer(
             json!({"error": {"type": "invalid_request_error", "message": "Invalid API Key provided"}}),
         );
     }
-    if let Some(prev) = idempotency_key.as_ref().and_then(|k| s.by_key.get(k)).cloned() {
+    if let Some(prev) = idempotency_key
+        .as_ref()
+        .and_then(|k| s.by_key.get(k))
+        .cloned()
+    {
         return respond(200, prev);
     }
     let n = s.calls.len() + 1;
     let id = format!("cs_test_{n:04}");
     let get = |k: &str| form.get(k).cloned().unwrap_or_default();
-    let amount: u64 = get("line_items[0][price_data][unit_amount]").parse().unwrap_or(0);
+    let amount: u64 = get("line_items[0][price_data][unit_amount]")
+        .parse()
+        .unwrap_or(0);
     let session = json!({
         "id": id, "object": "checkout.session", "mode": get("mode"),
         "url": format!("https://checkout.stripe.test/c/pay/{id}"),

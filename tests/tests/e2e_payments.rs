@@ -53,30 +53,56 @@ impl Ledger {
         let me = self.clone();
         tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { return };
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
                 let me = me.clone();
                 tokio::spawn(async move {
                     let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                         let me = me.clone();
                         async move { Ok::<_, Infallible>(me.answer(req).await) }
                     });
-                    let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
                 });
             }
         });
         url
     }
 
-    async fn answer(&self, req: hyper::Request<hyper::body::Incoming>) -> hyper::Response<Full<Bytes>> {
+    async fn answer(
+        &self,
+        req: hyper::Request<hyper::body::Incoming>,
+    ) -> hyper::Response<Full<Bytes>> {
         let (parts, body) = req.into_parts();
-        let body = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
-        let header = |n: &str| parts.headers.get(n).and_then(|v| v.to_str().ok()).map(str::to_owned);
-        let path = parts.uri.path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_default();
+        let body = body
+            .collect()
+            .await
+            .map(|c| c.to_bytes())
+            .unwrap_or_default();
+        let header = |n: &str| {
+            parts
+                .headers
+                .get(n)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let path = parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str().to_owned())
+            .unwrap_or_default();
         let signed = match (header(TIMESTAMP_HEADER), header(SIGNATURE_HEADER)) {
             (Some(ts), Some(sig)) => parse_timestamp(&ts).ok().is_some_and(|ts| {
                 verify_request(
                     SYNC_SECRET.as_bytes(),
-                    &SignedRequest { method: parts.method.as_str(), path_and_query: &path, timestamp: ts, body: &body },
+                    &SignedRequest {
+                        method: parts.method.as_str(),
+                        path_and_query: &path,
+                        timestamp: ts,
+                        body: &body,
+                    },
                     &sig,
                     now(),
                     300,
@@ -93,7 +119,11 @@ impl Ledger {
         } else {
             let key = header("x-tollbooth-idempotency-key").unwrap_or_default();
             let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-            self.applied.lock().unwrap().entry(key).or_insert(json!({"path": path, "body": v}));
+            self.applied
+                .lock()
+                .unwrap()
+                .entry(key)
+                .or_insert(json!({"path": path, "body": v}));
             (200, json!({"ok": true}))
         };
         let mut resp = hyper::Response::new(Full::new(Bytes::from(out.to_string())));
@@ -152,12 +182,30 @@ impl Env {
         )
         .await
         .unwrap();
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
-        Env { _dynamo: dynamo, admin, stripe, ledger, http }
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap();
+        Env {
+            _dynamo: dynamo,
+            admin,
+            stripe,
+            ledger,
+            http,
+        }
     }
 
-    async fn req(&self, method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
-        let mut r = self.http.request(method.parse().unwrap(), format!("{}{path}", self.admin.base_url));
+    async fn req(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut r = self.http.request(
+            method.parse().unwrap(),
+            format!("{}{path}", self.admin.base_url),
+        );
         if let Some(t) = token {
             r = r.bearer_auth(t);
         }
@@ -167,7 +215,10 @@ impl Env {
         let resp = r.send().await.unwrap();
         let status = resp.status().as_u16();
         let text = resp.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 
     async fn webhook(&self, body: &[u8], signature: Option<String>) -> (u16, Value) {
@@ -182,21 +233,39 @@ impl Env {
         let resp = r.send().await.unwrap();
         let status = resp.status().as_u16();
         let text = resp.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 
     async fn admin_token(&self) -> String {
         let (s, b) = self
-            .req("POST", "/api/admin/login", None, Some(json!({"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD})))
+            .req(
+                "POST",
+                "/api/admin/login",
+                None,
+                Some(json!({"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD})),
+            )
             .await;
         assert_eq!(s, 200, "{b}");
         b["token"].as_str().unwrap().to_owned()
     }
 
     async fn member(&self, email: &str) -> (String, String) {
-        let (s, b) = self.req("POST", "/api/auth/signup", None, Some(json!({"email": email, "password": PW}))).await;
+        let (s, b) = self
+            .req(
+                "POST",
+                "/api/auth/signup",
+                None,
+                Some(json!({"email": email, "password": PW})),
+            )
+            .await;
         assert_eq!(s, 201, "{b}");
-        (b["token"].as_str().unwrap().to_owned(), b["member"]["id"].as_str().unwrap().to_owned())
+        (
+            b["token"].as_str().unwrap().to_owned(),
+            b["member"]["id"].as_str().unwrap().to_owned(),
+        )
     }
 
     /// A Stripe top-up order; returns the order id and the session the mock created.
@@ -211,20 +280,29 @@ impl Env {
             .await;
         assert_eq!(s, 201, "{b}");
         let oid = b["order"]["id"].as_str().unwrap().to_owned();
-        let call = self.stripe.calls().into_iter().find(|c| c.form.get("client_reference_id") == Some(&oid)).unwrap();
+        let call = self
+            .stripe
+            .calls()
+            .into_iter()
+            .find(|c| c.form.get("client_reference_id") == Some(&oid))
+            .unwrap();
         assert_eq!(b["checkout_url"], call.session["url"]);
         (oid, call.session)
     }
 
     async fn order(&self, token: &str, oid: &str) -> Value {
-        let (s, b) = self.req("GET", &format!("/api/me/orders/{oid}"), Some(token), None).await;
+        let (s, b) = self
+            .req("GET", &format!("/api/me/orders/{oid}"), Some(token), None)
+            .await;
         assert_eq!(s, 200, "{b}");
         b["order"].clone()
     }
 }
 
 fn event_bytes(session: &Value) -> Vec<u8> {
-    MockStripe::completed_event(session).to_string().into_bytes()
+    MockStripe::completed_event(session)
+        .to_string()
+        .into_bytes()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -237,7 +315,10 @@ async fn test_stripe_payments_on_dynamodb_local() {
     let (oid, session) = env.topup(&tok, 1500).await;
     let call = env.stripe.calls().pop().unwrap();
     assert!(call.authorized);
-    assert_eq!(call.idempotency_key.as_deref(), Some(format!("checkout-{oid}").as_str()));
+    assert_eq!(
+        call.idempotency_key.as_deref(),
+        Some(format!("checkout-{oid}").as_str())
+    );
     assert_eq!(call.form["line_items[0][price_data][unit_amount]"], "1500");
     assert_eq!(call.form["line_items[0][price_data][currency]"], "usd");
     assert_eq!(call.form["payment_intent_data[metadata][order_id]"], oid);
@@ -256,7 +337,13 @@ async fn test_stripe_payments_on_dynamodb_local() {
         assert_eq!(s, 400, "{b}");
     }
     assert_eq!(env.order(&tok, &oid).await["state"], "pending");
-    assert!(env.ledger.deliveries.lock().unwrap().iter().all(|(p, _)| !p.contains("/credits")));
+    assert!(env
+        .ledger
+        .deliveries
+        .lock()
+        .unwrap()
+        .iter()
+        .all(|(p, _)| !p.contains("/credits")));
 
     // The same event delivered 10 times concurrently, then 10 times in a row: one credit.
     let sig = mock_stripe::sign(WHSEC, now(), &body);
@@ -265,13 +352,21 @@ async fn test_stripe_payments_on_dynamodb_local() {
         assert_eq!(s, 200, "{b}");
     }
     for _ in 0..10 {
-        let (s, b) = env.webhook(&body, Some(mock_stripe::sign(WHSEC, now(), &body))).await;
+        let (s, b) = env
+            .webhook(&body, Some(mock_stripe::sign(WHSEC, now(), &body)))
+            .await;
         assert_eq!((s, b["replay"].clone()), (200, json!(true)), "{b}");
     }
     assert_eq!(env.order(&tok, &oid).await["state"], "fulfilled");
     assert_eq!(env.ledger.credit_ids(&mid), vec![oid.clone()]);
     assert_eq!(env.ledger.wallet(&mid), 15_000_000);
-    assert!(env.ledger.deliveries.lock().unwrap().iter().all(|(_, signed)| *signed));
+    assert!(env
+        .ledger
+        .deliveries
+        .lock()
+        .unwrap()
+        .iter()
+        .all(|(_, signed)| *signed));
 
     // Amount or currency mismatch: refused and flagged; nothing credited.
     let (oid2, session2) = env.topup(&tok, 2000).await;
@@ -279,13 +374,17 @@ async fn test_stripe_payments_on_dynamodb_local() {
         let mut forged = session2.clone();
         forged[field] = value;
         let body = event_bytes(&forged);
-        let (s, b) = env.webhook(&body, Some(mock_stripe::sign(WHSEC, now(), &body))).await;
+        let (s, b) = env
+            .webhook(&body, Some(mock_stripe::sign(WHSEC, now(), &body)))
+            .await;
         assert_eq!(s, 422, "{b}");
     }
     let o2 = env.order(&tok, &oid2).await;
     assert_eq!(o2["state"], "pending");
     assert_eq!(o2["flags"].as_array().unwrap().len(), 2);
-    let (_, flagged) = env.req("GET", "/api/admin/orders?state=flagged", Some(&admin), None).await;
+    let (_, flagged) = env
+        .req("GET", "/api/admin/orders?state=flagged", Some(&admin), None)
+        .await;
     assert_eq!(flagged["data"][0]["id"], json!(oid2), "{flagged}");
     assert_eq!(env.ledger.wallet(&mid), 15_000_000);
 
@@ -295,13 +394,19 @@ async fn test_stripe_payments_on_dynamodb_local() {
     env.ledger.down.store(true, Ordering::SeqCst);
     let body3 = event_bytes(&session3);
     for _ in 0..3 {
-        let (s, b) = env.webhook(&body3, Some(mock_stripe::sign(WHSEC, now(), &body3))).await;
+        let (s, b) = env
+            .webhook(&body3, Some(mock_stripe::sign(WHSEC, now(), &body3)))
+            .await;
         assert_eq!(s, 200, "{b}");
     }
     assert_eq!(env.order(&tok, &oid3).await["state"], "paid");
-    let (_, outbox) = env.req("GET", "/api/admin/outbox", Some(&admin), None).await;
+    let (_, outbox) = env
+        .req("GET", "/api/admin/outbox", Some(&admin), None)
+        .await;
     assert_eq!(outbox["data"][0]["order_id"], json!(oid3), "{outbox}");
-    let (_, run) = env.req("POST", "/api/admin/outbox/run?force=1", Some(&admin), None).await;
+    let (_, run) = env
+        .req("POST", "/api/admin/outbox/run?force=1", Some(&admin), None)
+        .await;
     assert_eq!(run["failed"][0]["order_id"], json!(oid3), "{run}");
     env.ledger.down.store(false, Ordering::SeqCst);
     let runs = (0..4).map(|_| env.req("POST", "/api/admin/outbox/run?force=1", Some(&admin), None));
@@ -313,12 +418,19 @@ async fn test_stripe_payments_on_dynamodb_local() {
     let mut want = vec![oid.clone(), oid3.clone()];
     want.sort();
     assert_eq!(ids, want);
-    let (_, outbox) = env.req("GET", "/api/admin/outbox", Some(&admin), None).await;
+    let (_, outbox) = env
+        .req("GET", "/api/admin/outbox", Some(&admin), None)
+        .await;
     assert_eq!(outbox["data"], json!([]));
 
     // Redemption codes: two members race eight times on one code; one wins.
     let (s, batch) = env
-        .req("POST", "/api/admin/redemption-codes", Some(&admin), Some(json!({"count": 2, "wallet_micros": 3_000_000})))
+        .req(
+            "POST",
+            "/api/admin/redemption-codes",
+            Some(&admin),
+            Some(json!({"count": 2, "wallet_micros": 3_000_000})),
+        )
         .await;
     assert_eq!(s, 201, "{batch}");
     let code = batch["codes"][0].as_str().unwrap().to_owned();
@@ -328,22 +440,46 @@ async fn test_stripe_payments_on_dynamodb_local() {
         let t = tokens[i % 2].clone();
         let code = code.clone();
         let env = &env;
-        async move { env.req("POST", "/api/me/redeem", Some(&t), Some(json!({"code": code}))).await.0 }
+        async move {
+            env.req(
+                "POST",
+                "/api/me/redeem",
+                Some(&t),
+                Some(json!({"code": code})),
+            )
+            .await
+            .0
+        }
     });
     let statuses = join_all(tries).await;
-    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 1, "{statuses:?}");
-    assert_eq!(statuses.iter().filter(|s| **s == 409).count(), 7, "{statuses:?}");
-    assert_eq!(env.ledger.wallet(&mid) + env.ledger.wallet(&mid_b), 22_000_000 + 3_000_000);
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 409).count(),
+        7,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        env.ledger.wallet(&mid) + env.ledger.wallet(&mid_b),
+        22_000_000 + 3_000_000
+    );
 
     // Revenue: two paid top-ups, net of nothing refunded; the flagged order is pending.
-    let (s, rev) = env.req("GET", "/api/admin/analytics/revenue", Some(&admin), None).await;
+    let (s, rev) = env
+        .req("GET", "/api/admin/analytics/revenue", Some(&admin), None)
+        .await;
     assert_eq!(s, 200, "{rev}");
     assert_eq!(rev["by_plan"][0]["plan_id"], "topup");
     assert_eq!(rev["by_plan"][0]["net_minor"], 2200);
     assert_eq!(rev["orders_by_state"]["pending"], 1);
     assert_eq!(rev["flagged"], 1);
     // No secret reaches a response.
-    let (_, orders) = env.req("GET", "/api/admin/orders", Some(&admin), None).await;
+    let (_, orders) = env
+        .req("GET", "/api/admin/orders", Some(&admin), None)
+        .await;
     let dump = orders.to_string();
     assert!(!dump.contains(STRIPE_KEY) && !dump.contains(WHSEC));
 }

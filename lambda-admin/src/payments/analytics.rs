@@ -79,7 +79,10 @@ pub fn revenue(orders: &[Order], since: u64, until: u64, now: u64) -> Value {
             (OrderKind::Plan, Some(p)) => p.clone(),
             _ => "topup".to_owned(),
         };
-        by_plan.entry((plan, o.currency.clone())).or_default().add(o);
+        by_plan
+            .entry((plan, o.currency.clone()))
+            .or_default()
+            .add(o);
     }
     let rows = |m: &BTreeMap<(String, String), Sum>, key: &str| -> Vec<Value> {
         m.iter()
@@ -123,7 +126,10 @@ pub async fn revenue_handler<S: ItemStore, E>(
     // Orders are listed newest first; one paid after `since` was created at most an
     // order lifetime earlier, so a week of margin covers it.
     let floor = since.saturating_sub(7 * 86_400);
-    let items = st.store.query(index1("ORDERS").desc().limit(20_000)).await?;
+    let items = st
+        .store
+        .query(index1("ORDERS").desc().limit(20_000))
+        .await?;
     let mut orders = Vec::new();
     for it in &items {
         let o: Order = from_item(it)?;

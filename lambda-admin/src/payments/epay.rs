@@ -75,7 +75,8 @@ pub fn submit_url(cfg: &EpaySettings, public_url: &str, order: &Order, pay_type:
     for (k, v) in &p {
         q.append_pair(k, v);
     }
-    q.append_pair("sign", &signature).append_pair("sign_type", "MD5");
+    q.append_pair("sign", &signature)
+        .append_pair("sign_type", "MD5");
     format!("{}/submit.php?{}", cfg.api_base, q.finish())
 }
 
@@ -112,10 +113,7 @@ async fn process<S: ItemStore, E: EdgeSync>(st: &AppState<S, E>, ctx: &Ctx) -> O
     let Some(order_id) = p.get("out_trade_no") else {
         return Outcome::Refused(400, "out_trade_no is missing".into());
     };
-    let Some(amount) = p
-        .get("money")
-        .and_then(|m| parse_decimal(m, &cfg.currency))
-    else {
+    let Some(amount) = p.get("money").and_then(|m| parse_decimal(m, &cfg.currency)) else {
         return Outcome::Refused(400, "money is malformed".into());
     };
     let pay = Payment {

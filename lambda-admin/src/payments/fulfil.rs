@@ -315,7 +315,10 @@ pub async fn run_outbox<S: ItemStore, E: EdgeSync>(
     force: bool,
     limit: usize,
 ) -> ApiResult<Value> {
-    let entries = st.store.query(Query::table(OUTBOX_PK, "").limit(1000)).await?;
+    let entries = st
+        .store
+        .query(Query::table(OUTBOX_PK, "").limit(1000))
+        .await?;
     let (mut done, mut failed, mut waiting) = (Vec::new(), Vec::new(), 0usize);
     for it in entries {
         let Ok(entry) = crate::model::from_item::<OutboxEntry>(&it) else {
@@ -367,8 +370,7 @@ pub async fn record_refund<S: ItemStore, E: EdgeSync>(
         if !order.state.is_paid() {
             return Err(ApiError::conflict("the order was never paid"));
         }
-        if !currency.eq_ignore_ascii_case(&order.currency) || refunded_minor > order.amount_minor
-        {
+        if !currency.eq_ignore_ascii_case(&order.currency) || refunded_minor > order.amount_minor {
             flag(st, order, "refund does not match the order", now).await?;
             return Err(ApiError::new(
                 422,

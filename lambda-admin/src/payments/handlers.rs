@@ -68,7 +68,13 @@ pub async fn create_order_handler<S: ItemStore, E: EdgeSync>(
             let minor = micros_to_minor(plan.price_micros, &currency).ok_or_else(|| {
                 ApiError::invalid("plan_id", "the plan's price is finer than the currency")
             })?;
-            (minor, currency, 0, Some(plan.id), format!("Plan {}", plan.name))
+            (
+                minor,
+                currency,
+                0,
+                Some(plan.id),
+                format!("Plan {}", plan.name),
+            )
         }
         OrderKind::Topup => {
             let amount = b
@@ -128,7 +134,10 @@ pub async fn create_order_handler<S: ItemStore, E: EdgeSync>(
     };
     match b.provider {
         PaymentProvider::Stripe => {
-            let stripe = pay.stripe.as_ref().ok_or_else(|| not_configured("Stripe"))?;
+            let stripe = pay
+                .stripe
+                .as_ref()
+                .ok_or_else(|| not_configured("Stripe"))?;
             // Stripe wants expires_at between 30 minutes and 24 hours ahead.
             let ttl = pay.order_ttl_secs.clamp(1800, 86_400);
             let session = stripe
@@ -193,7 +202,11 @@ pub async fn my_orders_handler<S: ItemStore, E: EdgeSync>(
     let m = current_member(st, ctx).await?;
     let items = st
         .store
-        .query(Query::index(Index::Gsi2, member_orders_pk(&m.id), "").desc().limit(100))
+        .query(
+            Query::index(Index::Gsi2, member_orders_pk(&m.id), "")
+                .desc()
+                .limit(100),
+        )
         .await?;
     let orders = items
         .iter()
@@ -227,7 +240,9 @@ async fn require_admin<S: ItemStore, E>(
         .await?
         .ok_or_else(|| ApiError::unauthorized("admin account no longer exists"))?;
     if mutating && current.role != Role::Admin {
-        return Err(ApiError::forbidden("the viewer role cannot change anything"));
+        return Err(ApiError::forbidden(
+            "the viewer role cannot change anything",
+        ));
     }
     Ok(Claims {
         role: Some(current.role),
@@ -267,7 +282,10 @@ pub async fn admin_route<S: ItemStore, E: EdgeSync>(
         },
         ("GET", ["outbox"]) => list_outbox(st).await,
         ("POST", ["outbox", "run"]) => {
-            let force = ctx.query.get("force").is_some_and(|v| v == "1" || v == "true");
+            let force = ctx
+                .query
+                .get("force")
+                .is_some_and(|v| v == "1" || v == "true");
             run_outbox(st, ctx.now, force, 100).await.and_then(ok)
         }
         ("GET", ["redemption-codes"]) => codes::list_batches(st, ctx).await,

@@ -118,7 +118,11 @@ impl Payments {
     pub fn from_lookup(
         get: impl Fn(&str) -> Option<String>,
     ) -> Result<Payments, PaymentsConfigError> {
-        let get = |k: &str| get(k).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        let get = |k: &str| {
+            get(k)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
         let mut p = Payments::defaults();
         if let Some(u) = get("PAYMENTS_PUBLIC_URL") {
             if !(u.starts_with("https://") || u.starts_with("http://")) {

@@ -181,8 +181,15 @@ impl Order {
 }
 
 /// Writes a new order (version 1); fails with `Conflict` if the id exists.
-pub async fn create<S: ItemStore>(store: &S, order: &Order, extra: Vec<(Item, Put)>) -> ApiResult<()> {
-    let mut items = vec![(order.item()?, Put::IfAbsent), (order.marker(), Put::IfAbsent)];
+pub async fn create<S: ItemStore>(
+    store: &S,
+    order: &Order,
+    extra: Vec<(Item, Put)>,
+) -> ApiResult<()> {
+    let mut items = vec![
+        (order.item()?, Put::IfAbsent),
+        (order.marker(), Put::IfAbsent),
+    ];
     items.extend(extra);
     store.put_all(items).await?;
     Ok(())
@@ -280,11 +287,17 @@ pub fn parse_decimal(s: &str, currency: &str) -> Option<u64> {
         return None;
     }
     let whole: u64 = whole.parse().ok()?;
-    let mut frac_val: u64 = if frac.is_empty() { 0 } else { frac.parse().ok()? };
+    let mut frac_val: u64 = if frac.is_empty() {
+        0
+    } else {
+        frac.parse().ok()?
+    };
     for _ in frac.len()..exp {
         frac_val = frac_val.checked_mul(10)?;
     }
-    whole.checked_mul(10u64.pow(exp as u32))?.checked_add(frac_val)
+    whole
+        .checked_mul(10u64.pow(exp as u32))?
+        .checked_add(frac_val)
 }
 
 pub fn not_configured(provider: &str) -> ApiError {

@@ -188,7 +188,10 @@ pub fn verify_signature(
     let mut t: Option<u64> = None;
     let mut v1 = Vec::new();
     for part in header.split(',') {
-        let (k, v) = part.trim().split_once('=').ok_or(SignatureError::Malformed)?;
+        let (k, v) = part
+            .trim()
+            .split_once('=')
+            .ok_or(SignatureError::Malformed)?;
         match k {
             "t" if t.is_none() => t = Some(v.parse().map_err(|_| SignatureError::Malformed)?),
             "v1" => v1.push(v),
@@ -225,13 +228,15 @@ pub async fn webhook_handler<S: ItemStore, E: EdgeSync>(
         .headers
         .get(SIGNATURE_HEADER)
         .and_then(|v| v.to_str().ok());
-    verify_signature(header, &ctx.body, &stripe.webhook_secret.0, ctx.now).map_err(|e| {
-        ApiError::new(400, "authentication_error", "bad_signature", e.to_string())
-    })?;
+    verify_signature(header, &ctx.body, &stripe.webhook_secret.0, ctx.now)
+        .map_err(|e| ApiError::new(400, "authentication_error", "bad_signature", e.to_string()))?;
     let event: Value = serde_json::from_slice(&ctx.body)
         .map_err(|_| ApiError::bad_request("the event is not JSON"))?;
     let kind = event.get("type").and_then(Value::as_str).unwrap_or("");
-    let obj = event.pointer("/data/object").cloned().unwrap_or(Value::Null);
+    let obj = event
+        .pointer("/data/object")
+        .cloned()
+        .unwrap_or(Value::Null);
     let result = match kind {
         "checkout.session.completed" | "checkout.session.async_payment_succeeded" => {
             session_paid(st, &obj, ctx.now).await

@@ -269,9 +269,15 @@ fn test_stripe_signature_rules() {
     let body = br#"{"a":1}"#;
     let good = stripe::sign(WHSEC, NOW, body);
     let ok_header = format!("t={NOW},v1=deadbeef,v1={good}");
-    assert_eq!(stripe::verify_signature(Some(&ok_header), body, WHSEC, NOW + 10), Ok(()));
+    assert_eq!(
+        stripe::verify_signature(Some(&ok_header), body, WHSEC, NOW + 10),
+        Ok(())
+    );
     use stripe::SignatureError as E;
-    assert_eq!(stripe::verify_signature(None, body, WHSEC, NOW), Err(E::Missing));
+    assert_eq!(
+        stripe::verify_signature(None, body, WHSEC, NOW),
+        Err(E::Missing)
+    );
     assert_eq!(
         stripe::verify_signature(Some("garbage"), body, WHSEC, NOW),
         Err(E::Malformed)
@@ -294,7 +300,10 @@ fn test_stripe_signature_rules() {
     );
     // The signature covers the timestamp: moving t invalidates it.
     let moved = format!("t={},v1={good}", NOW + 1);
-    assert_eq!(stripe::verify_signature(Some(&moved), body, WHSEC, NOW), Err(E::Mismatch));
+    assert_eq!(
+        stripe::verify_signature(Some(&moved), body, WHSEC, NOW),
+        Err(E::Mismatch)
+    );
 }
 
 #[test]
@@ -358,7 +367,12 @@ async fn test_topup_checkout_webhook_credits_once_sequentially() {
     assert_eq!(credit.path, format!("/internal/v1/wallets/{mid}/credits"));
     assert_eq!(credit.body.as_ref().unwrap()["credit_id"], json!(oid));
     // The outbox is empty and the member sees the order.
-    assert!(st.store.query(crate::store::Query::table("OUTBOX", "")).await.unwrap().is_empty());
+    assert!(st
+        .store
+        .query(crate::store::Query::table("OUTBOX", ""))
+        .await
+        .unwrap()
+        .is_empty());
     let r = json_call(&st, "GET", "/api/me/orders", Some(&tok), Value::Null).await;
     assert_eq!(r.body["data"][0]["state"], "fulfilled");
 }
@@ -374,7 +388,11 @@ async fn test_ten_concurrent_deliveries_credit_once() {
         let body = body.clone();
         tokio::spawn(async move { deliver(&st, &body, NOW, NOW).await.status })
     });
-    let statuses: Vec<u16> = join_all(tasks).await.into_iter().map(|r| r.unwrap()).collect();
+    let statuses: Vec<u16> = join_all(tasks)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap())
+        .collect();
     assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
     assert_eq!(order_state(&st, &oid).await.state, OrderState::Fulfilled);
     assert_eq!(st.sync.balance(&mid), 25_000_000);
@@ -396,11 +414,19 @@ async fn test_bad_missing_stale_signatures_change_nothing() {
         vec![("stripe-signature", "t=abc,v1=00".to_owned())],
         vec![(
             "stripe-signature",
-            format!("t={},v1={}", NOW - 301, stripe::sign(WHSEC, NOW - 301, &body)),
+            format!(
+                "t={},v1={}",
+                NOW - 301,
+                stripe::sign(WHSEC, NOW - 301, &body)
+            ),
         )],
         vec![(
             "stripe-signature",
-            format!("t={},v1={}", NOW + 400, stripe::sign(WHSEC, NOW + 400, &body)),
+            format!(
+                "t={},v1={}",
+                NOW + 400,
+                stripe::sign(WHSEC, NOW + 400, &body)
+            ),
         )],
     ];
     for h in cases {
@@ -411,7 +437,15 @@ async fn test_bad_missing_stale_signatures_change_nothing() {
     // A body changed after signing.
     let sig = format!("t={NOW},v1={}", stripe::sign(WHSEC, NOW, &body));
     let tampered = completed_event(&oid, 1, "usd");
-    let r = req(&st, "POST", "/webhooks/stripe", &[("stripe-signature", sig)], tampered, NOW).await;
+    let r = req(
+        &st,
+        "POST",
+        "/webhooks/stripe",
+        &[("stripe-signature", sig)],
+        tampered,
+        NOW,
+    )
+    .await;
     assert_eq!(r.status, 400);
     assert_eq!(st.store.dump(), before, "a refused webhook wrote something");
     assert_eq!(st.sync.calls.lock().unwrap().len(), edge_before);
@@ -433,7 +467,14 @@ async fn test_amount_or_currency_mismatch_is_refused_and_flagged() {
     assert_eq!(st.sync.credit_sends(), 0);
     // Flagged orders show up for admins.
     let at = admin(&st).await;
-    let r = json_call(&st, "GET", "/api/admin/orders?state=flagged", Some(&at), Value::Null).await;
+    let r = json_call(
+        &st,
+        "GET",
+        "/api/admin/orders?state=flagged",
+        Some(&at),
+        Value::Null,
+    )
+    .await;
     assert_eq!(r.body["data"].as_array().unwrap().len(), 1, "{}", r.text);
 }
 
@@ -445,7 +486,10 @@ async fn test_edge_down_then_outbox_credits_exactly_once() {
     st.sync.down.store(true, Ordering::SeqCst);
     let body = completed_event(&oid, 500, "usd");
     let r = deliver(&st, &body, NOW, NOW).await;
-    assert_eq!(r.status, 200, "the payment is recorded even if the edge is down");
+    assert_eq!(
+        r.status, 200,
+        "the payment is recorded even if the edge is down"
+    );
     assert_eq!(order_state(&st, &oid).await.state, OrderState::Paid);
     // Replays while down: still paid, nothing lost, nothing applied.
     assert_eq!(deliver(&st, &body, NOW + 100, NOW + 100).await.status, 200);
@@ -454,13 +498,27 @@ async fn test_edge_down_then_outbox_credits_exactly_once() {
     let r = json_call(&st, "GET", "/api/admin/outbox", Some(&at), Value::Null).await;
     assert_eq!(r.body["data"][0]["order_id"], json!(oid), "{}", r.text);
     st.sync.down.store(false, Ordering::SeqCst);
-    let r = json_call(&st, "POST", "/api/admin/outbox/run?force=1", Some(&at), Value::Null).await;
+    let r = json_call(
+        &st,
+        "POST",
+        "/api/admin/outbox/run?force=1",
+        Some(&at),
+        Value::Null,
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.body["fulfilled"][0]["order_id"], json!(oid));
     assert_eq!(order_state(&st, &oid).await.state, OrderState::Fulfilled);
     assert_eq!(st.sync.balance(&mid), 5_000_000);
     // Runs and replays after recovery apply nothing more.
-    json_call(&st, "POST", "/api/admin/outbox/run?force=1", Some(&at), Value::Null).await;
+    json_call(
+        &st,
+        "POST",
+        "/api/admin/outbox/run?force=1",
+        Some(&at),
+        Value::Null,
+    )
+    .await;
     deliver(&st, &body, NOW + 200, NOW + 200).await;
     assert_eq!(st.sync.balance(&mid), 5_000_000);
     assert_eq!(st.sync.credit_sends(), 1);
@@ -500,7 +558,12 @@ async fn test_plan_order_grants_allowance_by_order_id() {
     assert_eq!(r.body["order"]["amount_minor"], 999);
     let oid = r.body["order"]["id"].as_str().unwrap().to_owned();
     for _ in 0..3 {
-        assert_eq!(deliver(&st, &completed_event(&oid, 999, "usd"), NOW, NOW).await.status, 200);
+        assert_eq!(
+            deliver(&st, &completed_event(&oid, 999, "usd"), NOW, NOW)
+                .await
+                .status,
+            200
+        );
     }
     let grants = st.sync.grants.lock().unwrap().clone();
     assert_eq!(grants.len(), 1);
@@ -572,7 +635,14 @@ fn qs(p: &[(String, String)]) -> String {
 fn test_epay_sign_known_vector() {
     // md5("a=1&b=2&c=3KEY"), with empty values and sign/sign_type left out.
     let mut p = BTreeMap::new();
-    for (k, v) in [("c", "3"), ("a", "1"), ("b", "2"), ("d", ""), ("sign", "x"), ("sign_type", "MD5")] {
+    for (k, v) in [
+        ("c", "3"),
+        ("a", "1"),
+        ("b", "2"),
+        ("d", ""),
+        ("sign", "x"),
+        ("sign_type", "MD5"),
+    ] {
         p.insert(k.to_owned(), v.to_owned());
     }
     use md5::{Digest, Md5};
@@ -596,44 +666,107 @@ async fn test_epay_order_notify_and_return() {
     assert_eq!(r.status, 201, "{}", r.text);
     let oid = r.body["order"]["id"].as_str().unwrap().to_owned();
     let url = r.body["checkout_url"].as_str().unwrap();
-    assert!(url.starts_with("https://pay.example.cn/submit.php?"), "{url}");
-    let q: HashMap<String, String> = form_urlencoded::parse(url.split_once('?').unwrap().1.as_bytes())
-        .into_owned()
-        .collect();
+    assert!(
+        url.starts_with("https://pay.example.cn/submit.php?"),
+        "{url}"
+    );
+    let q: HashMap<String, String> =
+        form_urlencoded::parse(url.split_once('?').unwrap().1.as_bytes())
+            .into_owned()
+            .collect();
     assert_eq!(q["money"], "10.00");
     assert_eq!(q["type"], "wxpay");
-    assert_eq!(q["notify_url"], "https://gw.example.com/webhooks/epay/notify");
+    assert_eq!(
+        q["notify_url"],
+        "https://gw.example.com/webhooks/epay/notify"
+    );
     assert!(epay::verify(&q, EPAY_KEY), "the submit URL is signed");
 
     // Bad signature, wrong money: refused, nothing credited.
     let mut bad = epay_params(EPAY_KEY, &oid, "10.00", "TRADE_SUCCESS");
     bad.iter_mut().find(|(k, _)| k == "money").unwrap().1 = "0.01".into();
-    let r = req(&st, "GET", &format!("/webhooks/epay/notify?{}", qs(&bad)), &[], vec![], NOW).await;
+    let r = req(
+        &st,
+        "GET",
+        &format!("/webhooks/epay/notify?{}", qs(&bad)),
+        &[],
+        vec![],
+        NOW,
+    )
+    .await;
     assert_eq!((r.status, r.text.as_str()), (400, "fail"));
     let wrong = epay_params(EPAY_KEY, &oid, "9.99", "TRADE_SUCCESS");
-    let r = req(&st, "GET", &format!("/webhooks/epay/notify?{}", qs(&wrong)), &[], vec![], NOW).await;
+    let r = req(
+        &st,
+        "GET",
+        &format!("/webhooks/epay/notify?{}", qs(&wrong)),
+        &[],
+        vec![],
+        NOW,
+    )
+    .await;
     assert_eq!(r.status, 422);
     assert!(!order_state(&st, &oid).await.flags.is_empty());
     assert_eq!(st.sync.balance(&mid), 0);
 
     // Not yet paid: acknowledged, nothing happens.
     let waiting = epay_params(EPAY_KEY, &oid, "10.00", "WAIT_BUYER_PAY");
-    let r = req(&st, "GET", &format!("/webhooks/epay/notify?{}", qs(&waiting)), &[], vec![], NOW).await;
+    let r = req(
+        &st,
+        "GET",
+        &format!("/webhooks/epay/notify?{}", qs(&waiting)),
+        &[],
+        vec![],
+        NOW,
+    )
+    .await;
     assert_eq!(r.text, "success");
     assert_eq!(order_state(&st, &oid).await.state, OrderState::Pending);
 
     // Paid, notified by POST twice and by GET, then the browser returns.
     let good = epay_params(EPAY_KEY, &oid, "10.00", "TRADE_SUCCESS");
     for _ in 0..2 {
-        let r = req(&st, "POST", "/webhooks/epay/notify", &[], qs(&good).into_bytes(), NOW).await;
+        let r = req(
+            &st,
+            "POST",
+            "/webhooks/epay/notify",
+            &[],
+            qs(&good).into_bytes(),
+            NOW,
+        )
+        .await;
         assert_eq!((r.status, r.text.as_str()), (200, "success"));
     }
-    let r = req(&st, "GET", &format!("/webhooks/epay/notify?{}", qs(&good)), &[], vec![], NOW).await;
+    let r = req(
+        &st,
+        "GET",
+        &format!("/webhooks/epay/notify?{}", qs(&good)),
+        &[],
+        vec![],
+        NOW,
+    )
+    .await;
     assert_eq!(r.text, "success");
-    let r = req(&st, "GET", &format!("/webhooks/epay/return?{}", qs(&good)), &[], vec![], NOW).await;
+    let r = req(
+        &st,
+        "GET",
+        &format!("/webhooks/epay/return?{}", qs(&good)),
+        &[],
+        vec![],
+        NOW,
+    )
+    .await;
     assert_eq!(r.status, 200);
-    assert!(r.text.contains("Payment received") && r.text.contains("fulfilled"), "{}", r.text);
-    assert_eq!(st.sync.balance(&mid), 1_400_000, "1000 fen at 1400 micros each");
+    assert!(
+        r.text.contains("Payment received") && r.text.contains("fulfilled"),
+        "{}",
+        r.text
+    );
+    assert_eq!(
+        st.sync.balance(&mid),
+        1_400_000,
+        "1000 fen at 1400 micros each"
+    );
     assert_eq!(st.sync.credit_sends(), 1);
 }
 
@@ -653,7 +786,10 @@ async fn test_redemption_code_once_under_concurrency() {
     assert_eq!(r.status, 201, "{}", r.text);
     let codes: Vec<String> = serde_json::from_value(r.body["codes"].clone()).unwrap();
     assert_eq!(codes.len(), 3);
-    assert!(!st.store.dump().contains(&codes[0]), "codes are stored hashed");
+    assert!(
+        !st.store.dump().contains(&codes[0]),
+        "codes are stored hashed"
+    );
     let mut members = Vec::new();
     for i in 0..4 {
         members.push(member(&st, &format!("r{i}@example.com")).await);
@@ -664,17 +800,44 @@ async fn test_redemption_code_once_under_concurrency() {
         // Codes are accepted in any case and without dashes.
         let code = codes[0].to_lowercase().replace('-', "");
         tokio::spawn(async move {
-            json_call(&st, "POST", "/api/me/redeem", Some(&tok), json!({"code": code})).await.status
+            json_call(
+                &st,
+                "POST",
+                "/api/me/redeem",
+                Some(&tok),
+                json!({"code": code}),
+            )
+            .await
+            .status
         })
     });
-    let statuses: Vec<u16> = join_all(tasks).await.into_iter().map(|r| r.unwrap()).collect();
-    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 1, "{statuses:?}");
-    assert_eq!(statuses.iter().filter(|s| **s == 409).count(), 3, "{statuses:?}");
+    let statuses: Vec<u16> = join_all(tasks)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap())
+        .collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 409).count(),
+        3,
+        "{statuses:?}"
+    );
     let total: i64 = st.sync.applied.lock().unwrap().values().sum();
     assert_eq!(total, 2_000_000);
     // Unknown and expired codes.
     let (tok, _) = &members[0];
-    let r = json_call(&st, "POST", "/api/me/redeem", Some(tok), json!({"code": "TB-NOPE"})).await;
+    let r = json_call(
+        &st,
+        "POST",
+        "/api/me/redeem",
+        Some(tok),
+        json!({"code": "TB-NOPE"}),
+    )
+    .await;
     assert_eq!(r.status, 404);
     let r = json_call(
         &st,
@@ -695,11 +858,25 @@ async fn test_redemption_code_once_under_concurrency() {
     )
     .await;
     assert_eq!(late.status, 410);
-    let r = json_call(&st, "POST", "/api/me/redeem", Some(tok), json!({"code": plan_code})).await;
+    let r = json_call(
+        &st,
+        "POST",
+        "/api/me/redeem",
+        Some(tok),
+        json!({"code": plan_code}),
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.body["order"]["state"], "fulfilled");
     assert_eq!(st.sync.grants.lock().unwrap().len(), 1);
-    let r = json_call(&st, "GET", "/api/admin/redemption-codes", Some(&at), Value::Null).await;
+    let r = json_call(
+        &st,
+        "GET",
+        "/api/admin/redemption-codes",
+        Some(&at),
+        Value::Null,
+    )
+    .await;
     let redeemed: Vec<u64> = r.body["data"]
         .as_array()
         .unwrap()
@@ -728,7 +905,14 @@ async fn test_revenue_per_day_plan_and_state() {
     deliver(&st, &completed_event(&o1, 1000, "usd"), NOW, NOW).await;
     deliver(&st, &completed_event(&o2, 999, "usd"), NOW, NOW).await;
     let at = admin(&st).await;
-    let r = json_call(&st, "GET", "/api/admin/analytics/revenue", Some(&at), Value::Null).await;
+    let r = json_call(
+        &st,
+        "GET",
+        "/api/admin/analytics/revenue",
+        Some(&at),
+        Value::Null,
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", r.text);
     let day = &r.body["by_day"][0];
     assert_eq!(day["day"], analytics::day_of(NOW));
@@ -744,7 +928,14 @@ async fn test_revenue_per_day_plan_and_state() {
     assert_eq!(r.body["orders_by_state"]["fulfilled"], 2);
     assert_eq!(r.body["orders_by_state"]["pending"], 1);
     // Members cannot read it.
-    let r = json_call(&st, "GET", "/api/admin/analytics/revenue", Some(&tok), Value::Null).await;
+    let r = json_call(
+        &st,
+        "GET",
+        "/api/admin/analytics/revenue",
+        Some(&tok),
+        Value::Null,
+    )
+    .await;
     assert_eq!(r.status, 401);
     assert_eq!(analytics::day_of(0), "1970-01-01");
     assert_eq!(analytics::day_of(1_709_164_800), "2024-02-29");
@@ -767,14 +958,35 @@ async fn test_order_validation() {
         let r = json_call(&st, "POST", "/api/me/orders", Some(&tok), b.clone()).await;
         assert!((400..500).contains(&r.status), "{b} -> {}", r.text);
     }
-    let r = json_call(&st, "POST", "/api/me/orders", None, json!({"kind": "topup"})).await;
+    let r = json_call(
+        &st,
+        "POST",
+        "/api/me/orders",
+        None,
+        json!({"kind": "topup"}),
+    )
+    .await;
     assert_eq!(r.status, 401);
     // Another member cannot read the order.
     let oid = topup(&st, &tok, 1000).await;
     let (other, _) = member(&st, "l@example.com").await;
-    let r = json_call(&st, "GET", &format!("/api/me/orders/{oid}"), Some(&other), Value::Null).await;
+    let r = json_call(
+        &st,
+        "GET",
+        &format!("/api/me/orders/{oid}"),
+        Some(&other),
+        Value::Null,
+    )
+    .await;
     assert_eq!(r.status, 404);
-    let r = json_call(&st, "GET", &format!("/api/me/orders/{oid}"), Some(&tok), Value::Null).await;
+    let r = json_call(
+        &st,
+        "GET",
+        &format!("/api/me/orders/{oid}"),
+        Some(&tok),
+        Value::Null,
+    )
+    .await;
     assert_eq!(r.body["order"]["state"], "pending");
     // Past its lifetime it reads as expired, yet a late verified payment still counts.
     let later = NOW + 2 * 86_400;
