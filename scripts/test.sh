@@ -10,6 +10,7 @@ step() { tb_log "[$(( $(date +%s) - start ))s] $*"; }
 
 step "install tools"
 bash scripts/install.sh
+source scripts/env.sh  # again: paths of freshly installed tools
 
 step "format and lints"
 cargo fmt --all -- --check

@@ -11,15 +11,17 @@ struct SchemaRow {
 
 /// Reads the D1 schema version and the KV catalogue pointer; 503 if either binding fails.
 pub async fn health_handler(env: &Env) -> Result<Response> {
-    let d1 = match d1_schema_version(env).await {
+    let d1_result = d1_schema_version(env).await;
+    let kv_result = kv_catalogue_version(env).await;
+    let healthy = d1_result.is_ok() && kv_result.is_ok();
+    let d1 = match d1_result {
         Ok(v) => json!({ "ok": true, "schema_version": v }),
         Err(e) => json!({ "ok": false, "error": e.to_string() }),
     };
-    let kv = match kv_catalogue_version(env).await {
+    let kv = match kv_result {
         Ok(v) => json!({ "ok": true, "catalogue_version": v }),
         Err(e) => json!({ "ok": false, "error": e.to_string() }),
     };
-    let healthy = d1["ok"] == true && kv["ok"] == true;
     let body = json!({
         "status": if healthy { "ok" } else { "degraded" },
         "service": "tollbooth-edge",

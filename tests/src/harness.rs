@@ -411,6 +411,8 @@ impl EdgeWorker {
 
         let port = free_port();
         let inspector = free_port();
+        // `TB_WORKER_LOG_LEVEL=log` shows the worker's own console.log lines in the log file.
+        let log_level = std::env::var("TB_WORKER_LOG_LEVEL").unwrap_or_else(|_| "warn".into());
         let mut cmd = wrangler(&config);
         cmd.args(["dev", "--local", "--ip", "127.0.0.1", "--port"])
             .arg(port.to_string())
@@ -421,7 +423,7 @@ impl EdgeWorker {
             .args([
                 "--show-interactive-dev-session=false",
                 "--log-level",
-                "warn",
+                &log_level,
             ]);
         let mut proc = Proc::spawn("wrangler-dev", cmd)?;
         let base_url = format!("http://127.0.0.1:{port}");

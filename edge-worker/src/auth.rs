@@ -1,0 +1,195 @@
+//! Member authentication: `Authorization: Bearer sk-<id>-<secret>` or `x-api-key` (what
+//! the Anthropic SDK sends), looked up in KV `KEYS` by public id and checked against the
+//! stored hash in constant time. Records and member suspension state are cached in the
+//! isolate for `KEY_CACHE_TTL_MS`, so a revocation reaches the edge within seconds.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use serde::Deserialize;
+use tollbooth_core::auth::{bearer_token, ApiKey};
+use tollbooth_core::error::GatewayError;
+use tollbooth_core::keyrecord::{KeyRecord, KeyRejection};
+use worker::{Env, Request};
+
+use crate::util::{now_ms, now_s};
+
+/// Bounds the caches so a flood of random key ids cannot grow isolate memory forever.
+const MAX_CACHED: usize = 10_000;
+
+struct Cached<T> {
+    value: T,
+    fetched_ms: u64,
+}
+
+thread_local! {
+    static KEYS: RefCell<HashMap<String, Cached<Option<Rc<KeyRecord>>>>> = RefCell::new(HashMap::new());
+    static MEMBERS: RefCell<HashMap<String, Cached<bool>>> = RefCell::new(HashMap::new());
+}
+
+#[derive(Deserialize)]
+struct MemberState {
+    #[serde(default)]
+    status: String,
+}
+
+/// Key records from KV `KEYS`, cached per isolate.
+pub struct KvKeyStore<'a> {
+    env: &'a Env,
+    ttl_ms: u64,
+}
+
+impl<'a> KvKeyStore<'a> {
+    pub fn new(env: &'a Env, ttl_ms: u64) -> Self {
+        Self { env, ttl_ms }
+    }
+
+    /// The record for `public_id`, or `None` when no such key exists.
+    pub async fn get(&self, public_id: &str) -> Result<Option<Rc<KeyRecord>>, GatewayError> {
+        let now = now_ms();
+        let hit = KEYS.with(|k| {
+            k.borrow()
+                .get(public_id)
+                .filter(|c| now.saturating_sub(c.fetched_ms) < self.ttl_ms)
+                .map(|c| c.value.clone())
+        });
+        if let Some(v) = hit {
+            return Ok(v);
+        }
+        let kv = self
+            .env
+            .kv("KEYS")
+            .map_err(|_| GatewayError::internal("key store unavailable"))?;
+        let text = kv
+            .get(&KeyRecord::kv_key(public_id))
+            .text()
+            .await
+            .map_err(|_| GatewayError::internal("key store unavailable"))?;
+        let record = match text {
+            None => None,
+            Some(t) => Some(Rc::new(serde_json::from_str::<KeyRecord>(&t).map_err(
+                |e| {
+                    worker::console_error!(
+                        "{{\"msg\":\"invalid key record\",\"public_id\":{:?},\"error\":{:?}}}",
+                        public_id,
+                        e.to_string()
+                    );
+                    GatewayError::internal("key record unreadable")
+                },
+            )?)),
+        };
+        KEYS.with(|k| {
+            let mut k = k.borrow_mut();
+            if k.len() >= MAX_CACHED {
+                k.clear();
+            }
+            k.insert(
+                public_id.to_owned(),
+                Cached {
+                    value: record.clone(),
+                    fetched_ms: now,
+                },
+            );
+        });
+        Ok(record)
+    }
+
+    /// Whether the member is suspended (KEYS `member:<id>` = `{"status":"suspended"}`).
+    pub async fn member_suspended(&self, member_id: &str) -> Result<bool, GatewayError> {
+        let now = now_ms();
+        let hit = MEMBERS.with(|m| {
+            m.borrow()
+                .get(member_id)
+                .filter(|c| now.saturating_sub(c.fetched_ms) < self.ttl_ms)
+                .map(|c| c.value)
+        });
+        if let Some(v) = hit {
+            return Ok(v);
+        }
+        let kv = self
+            .env
+            .kv("KEYS")
+            .map_err(|_| GatewayError::internal("key store unavailable"))?;
+        let text = kv
+            .get(&format!("member:{member_id}"))
+            .text()
+            .await
+            .map_err(|_| GatewayError::internal("key store unavailable"))?;
+        let suspended = text
+            .and_then(|t| serde_json::from_str::<MemberState>(&t).ok())
+            .is_some_and(|s| s.status == "suspended");
+        MEMBERS.with(|m| {
+            let mut m = m.borrow_mut();
+            if m.len() >= MAX_CACHED {
+                m.clear();
+            }
+            m.insert(
+                member_id.to_owned(),
+                Cached {
+                    value: suspended,
+                    fetched_ms: now,
+                },
+            );
+        });
+        Ok(suspended)
+    }
+}
+
+/// The presented key: `Authorization: Bearer` wins, then `x-api-key`.
+fn presented_key(req: &Request) -> Option<String> {
+    let headers = req.headers();
+    if let Ok(Some(v)) = headers.get("authorization") {
+        if let Some(t) = bearer_token(&v) {
+            return Some(t.to_owned());
+        }
+    }
+    headers
+        .get("x-api-key")
+        .ok()
+        .flatten()
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
+}
+
+/// Authenticates the request: 401 for a missing, malformed or unknown key or a wrong
+/// secret; 403 for a disabled or expired key or a suspended member.
+pub async fn authenticate(
+    req: &Request,
+    store: &KvKeyStore<'_>,
+) -> Result<Rc<KeyRecord>, GatewayError> {
+    let Some(token) = presented_key(req) else {
+        return Err(GatewayError::authentication(
+            "Missing API key: send `Authorization: Bearer <key>` or `x-api-key: <key>`.",
+            "missing_api_key",
+        ));
+    };
+    let key = ApiKey::parse(&token).map_err(|_| GatewayError::invalid_api_key())?;
+    let record = store
+        .get(key.public_id())
+        .await?
+        .ok_or_else(GatewayError::invalid_api_key)?;
+    match record.check(key.secret(), now_s()) {
+        Ok(()) => {}
+        Err(KeyRejection::BadSecret) => return Err(GatewayError::invalid_api_key()),
+        Err(KeyRejection::Disabled) => {
+            return Err(GatewayError::permission_denied(
+                "This API key is disabled.",
+                "key_disabled",
+            ))
+        }
+        Err(KeyRejection::Expired) => {
+            return Err(GatewayError::permission_denied(
+                "This API key has expired.",
+                "key_expired",
+            ))
+        }
+    }
+    if store.member_suspended(&record.member_id).await? {
+        return Err(GatewayError::permission_denied(
+            "This account is suspended.",
+            "member_suspended",
+        ));
+    }
+    Ok(record)
+}

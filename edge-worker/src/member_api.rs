@@ -1,0 +1,224 @@
+//! Member-facing endpoints, authenticated with the member's API key:
+//! `GET /v1/user-profile`, `GET /api/usage` (served from rollups, never a scan of usage
+//! events beyond the period totals) and `GET /api/v1/key` (OpenRouter's shape).
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tollbooth_core::billing::{civil_from_days, MICROS_PER_UNIT};
+use tollbooth_core::error::GatewayError;
+use tollbooth_core::keyrecord::KeyRecord;
+use worker::{Env, Request, Response, Result};
+
+use crate::auth::KvKeyStore;
+use crate::config::Config;
+use crate::internal::{member_record, MemberRecord};
+use crate::ledger::{self, num, stmt, text};
+
+/// A JSON field, Null when absent.
+fn f<'a>(v: &'a Value, key: &str) -> &'a Value {
+    static NULL: Value = Value::Null;
+    v.get(key).unwrap_or(&NULL)
+}
+
+fn error(err: &GatewayError) -> Result<Response> {
+    Ok(Response::from_json(&err.openai_body())?.with_status(err.http_status()))
+}
+
+/// The caller's key record, checked exactly as on the request path
+/// ([`crate::auth::authenticate`]: 401 for a bad key, 403 for a disabled or expired key
+/// or a suspended member).
+pub async fn authenticate(
+    req: &Request,
+    env: &Env,
+    _now: u64,
+) -> Result<std::result::Result<KeyRecord, GatewayError>> {
+    let config = match Config::get(env) {
+        Ok(c) => c,
+        Err(m) => {
+            return Ok(Err(GatewayError::internal(format!(
+                "Invalid configuration: {m}"
+            ))))
+        }
+    };
+    let store = KvKeyStore::new(env, config.key_cache_ttl_ms);
+    Ok(crate::auth::authenticate(req, &store)
+        .await
+        .map(|k| (*k).clone()))
+}
+
+/// RFC 3339 UTC for unix seconds.
+pub fn rfc3339(unix: u64) -> String {
+    let secs = i64::try_from(unix).unwrap_or(i64::MAX).min(253_402_300_799);
+    let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
+    let t = secs.rem_euclid(86_400);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        t / 3600,
+        (t % 3600) / 60,
+        t % 60
+    )
+}
+
+/// Whole currency units with six decimals, as a JSON number (display only; the ledger
+/// itself is integer micro-units and every response also carries `*_micros`).
+fn currency(micros: i64) -> Value {
+    let s = format!(
+        "{}{}.{:06}",
+        if micros < 0 { "-" } else { "" },
+        micros.unsigned_abs() / MICROS_PER_UNIT,
+        micros.unsigned_abs() % MICROS_PER_UNIT
+    );
+    serde_json::from_str(&s).unwrap_or(Value::Null)
+}
+
+macro_rules! authed {
+    ($req:expr, $env:expr, $now:expr) => {
+        match authenticate($req, $env, $now).await? {
+            Ok(k) => k,
+            Err(e) => return error(&e),
+        }
+    };
+}
+
+/// `GET /v1/user-profile`: `{"email","username","user_plan","expire_at"}`.
+pub async fn user_profile_handler(req: Request, env: &Env) -> Result<Response> {
+    let now = ledger::now_secs(env, Some(&req));
+    let key = authed!(&req, env, now);
+    let member = member_record(env, &key.member_id)
+        .await?
+        .unwrap_or_else(|| MemberRecord {
+            member_id: key.member_id.clone(),
+            status: "active".into(),
+            ..MemberRecord::default()
+        });
+    let expires = member.plan_expires_at.or(key.expires_at);
+    Response::from_json(&json!({
+        "email": member.email,
+        "username": member.username,
+        "user_plan": key.plan_id,
+        "expire_at": expires.map(rfc3339),
+        "member_id": key.member_id,
+        "status": member.status,
+    }))
+}
+
+#[derive(Deserialize)]
+struct SeriesRow {
+    bucket: i64,
+    requests: i64,
+    errors: i64,
+    input_tokens: i64,
+    output_tokens: i64,
+    cost_micros: i64,
+}
+
+fn series_json(rows: &[SeriesRow]) -> Vec<Value> {
+    rows.iter()
+        .map(|r| {
+            json!({
+                "start": rfc3339(ledger::non_negative(r.bucket)),
+                "start_unix": r.bucket,
+                "requests": r.requests,
+                "errors": r.errors,
+                "input_tokens": r.input_tokens,
+                "output_tokens": r.output_tokens,
+                "cost_micros": r.cost_micros,
+            })
+        })
+        .collect()
+}
+
+/// `GET /api/usage`: period totals, remaining allowance, wallet, and per-day (30 days) and
+/// per-hour (48 hours) series from the hourly rollups.
+pub async fn usage_handler(req: Request, env: &Env) -> Result<Response> {
+    let now = ledger::now_secs(env, Some(&req));
+    let key = authed!(&req, env, now);
+    let db = ledger::db(env)?;
+    let balance = ledger::balance(&db, &key.member_id, now).await?;
+    let series = |bucket: &str, since: u64| {
+        stmt(
+            &db,
+            &format!(
+                "SELECT ({bucket}) AS bucket, SUM(requests) AS requests, SUM(errors) AS errors, \
+                   SUM(input_tokens) AS input_tokens, SUM(output_tokens) AS output_tokens, \
+                   SUM(cost_micros) AS cost_micros \
+                 FROM rollups_hourly WHERE member_id = ?1 AND hour >= ?2 \
+                 GROUP BY bucket ORDER BY bucket"
+            ),
+            &[text(&key.member_id), num(since)],
+        )
+    };
+    let daily: Vec<SeriesRow> = series("hour - hour % 86400", now.saturating_sub(30 * 86_400))?
+        .all()
+        .await?
+        .results()?;
+    let hourly: Vec<SeriesRow> = series("hour", now.saturating_sub(48 * 3600))?
+        .all()
+        .await?
+        .results()?;
+    Response::from_json(&json!({
+        "member_id": key.member_id,
+        "user_plan": key.plan_id,
+        "period": f(&balance, "usage").clone(),
+        "allowance": f(&balance, "allowance").clone(),
+        "wallet": f(&balance, "wallet").clone(),
+        "daily": series_json(&daily),
+        "hourly": series_json(&hourly),
+    }))
+}
+
+/// `GET /api/v1/key`: OpenRouter's key info shape. Money figures are in currency units
+/// (`usage`, `limit`, `limit_remaining`) with exact integer `*_micros` beside them; a
+/// non-money allowance is reported in its own unit.
+pub async fn key_info_handler(req: Request, env: &Env) -> Result<Response> {
+    let now = ledger::now_secs(env, Some(&req));
+    let key = authed!(&req, env, now);
+    let db = ledger::db(env)?;
+    let balance = ledger::balance(&db, &key.member_id, now).await?;
+    let allowance = f(&balance, "allowance");
+    let wallet = f(&balance, "wallet");
+    let usage_micros = f(f(&balance, "usage"), "cost_micros").as_i64().unwrap_or(0);
+    let (limit, remaining, reset) = if allowance.is_null() {
+        let avail = f(wallet, "available_micros").as_i64();
+        (
+            Value::Null,
+            avail.map_or(Value::Null, currency),
+            Value::Null,
+        )
+    } else {
+        let unit = f(allowance, "unit").as_str().unwrap_or("tokens");
+        let amount = f(allowance, "amount").as_i64().unwrap_or(0);
+        let rem = f(allowance, "remaining").as_i64().unwrap_or(0);
+        let (l, r) = if unit == "money" {
+            (currency(amount), currency(rem))
+        } else {
+            (json!(amount), json!(rem))
+        };
+        let reset = f(allowance, "period_end")
+            .as_i64()
+            .map(|e| json!(rfc3339(ledger::non_negative(e))))
+            .unwrap_or(Value::Null);
+        (l, r, reset)
+    };
+    let unit_name = f(allowance, "unit").as_str().unwrap_or("money").to_string();
+    Response::from_json(&json!({
+        "data": {
+            "label": key.name.clone().unwrap_or_else(|| format!("sk-{}-...", key.public_id)),
+            "usage": currency(usage_micros),
+            "usage_micros": usage_micros,
+            "limit": limit,
+            "limit_remaining": remaining,
+            "limit_unit": unit_name,
+            "limit_reset": reset,
+            "is_free_tier": allowance.is_null() && wallet.is_null(),
+            "is_provisioning_key": false,
+            "expires_at": key.expires_at.map(rfc3339),
+            "rate_limit": {
+                "requests": key.rpm,
+                "tokens": key.tpm,
+                "interval": "1m",
+            },
+            "wallet_balance_micros": f(wallet, "balance_micros").clone(),
+        }
+    }))
+}
