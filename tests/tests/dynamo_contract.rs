@@ -4,7 +4,7 @@
 use futures_util::future::join_all;
 use tollbooth_admin::dynamo::DynamoStore;
 use tollbooth_admin::members::create_member;
-use tollbooth_admin::store::{HealthStore, Index, Item, ItemStore, MemoryStore, Put, Query, StoreError};
+use tollbooth_admin::store::{Index, Item, ItemStore, MemoryStore, Put, Query, StoreError};
 use tollbooth_tests::harness::DynamoLocal;
 
 fn item(pk: &str, sk: &str, data: &str) -> Item {

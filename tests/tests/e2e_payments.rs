@@ -483,3 +483,187 @@ async fn test_stripe_payments_on_dynamodb_local() {
     let dump = orders.to_string();
     assert!(!dump.contains(STRIPE_KEY) && !dump.contains(WHSEC));
 }
+
+/// A member's whole path through the real runtimes: admin server on DynamoDB Local,
+/// the worker under `wrangler dev --local` (D1 ledger, KV keys), the mock upstream and
+/// the mock Stripe API. Order a plan → pay → signed webhook → the allowance is at the
+/// edge → the member's key gets a completion; a top-up lands in the wallet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn test_full_path_order_pay_webhook_edge_balance_api_call() {
+    use tollbooth_tests::harness::{EdgeWorker, MockUpstream, WorkerOptions};
+    use tollbooth_tests::sync_client::SyncClient;
+
+    let dynamo = DynamoLocal::start().await.unwrap();
+    let upstream = MockUpstream::start(&[]).await.unwrap();
+    let vars = [
+        ("SYNC_SECRET", SYNC_SECRET),
+        ("ALLOW_LOOPBACK_UPSTREAMS", "true"),
+        ("CATALOGUE_TTL_MS", "0"),
+        ("KEY_CACHE_TTL_MS", "0"),
+    ];
+    let worker = EdgeWorker::start(WorkerOptions {
+        vars: vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    })
+    .await
+    .unwrap();
+    let stripe = MockStripe::start(STRIPE_KEY).await.unwrap();
+    let admin = AdminServer::start(
+        &dynamo.endpoint,
+        &[
+            ("EDGE_ORIGIN", &worker.base_url),
+            ("SYNC_SECRET", SYNC_SECRET),
+            ("ADMIN_EMAIL", ADMIN_EMAIL),
+            ("ADMIN_PASSWORD", ADMIN_PASSWORD),
+            ("STRIPE_SECRET_KEY", STRIPE_KEY),
+            ("STRIPE_WEBHOOK_SECRET", WHSEC),
+            ("STRIPE_API_BASE", &stripe.base_url),
+            ("PAYMENTS_PUBLIC_URL", &worker.base_url),
+        ],
+    )
+    .await
+    .unwrap();
+    let env = Env {
+        _dynamo: dynamo,
+        admin,
+        stripe,
+        ledger: Ledger::default(),
+        http: reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .unwrap(),
+    };
+    let edge = SyncClient::new(&worker.base_url, SYNC_SECRET);
+    let admin = env.admin_token().await;
+
+    // Operator: a provider on the mock upstream, one enabled model, a paid plan.
+    let (s, b) = env
+        .req("POST", "/api/admin/providers", Some(&admin), Some(json!({"id": "mock", "kind": "openai",
+            "base_url": format!("{}/v1", upstream.base_url), "credentials": [{"secret": "sk-mock-upstream-0001"}]})))
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let (s, b) = env
+        .req("POST", "/api/admin/providers/mock/pull", Some(&admin), None)
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let (_, models) = env
+        .req("GET", "/api/admin/models", Some(&admin), None)
+        .await;
+    let mut model = models["data"][0].clone();
+    let name = model["name"].as_str().unwrap().to_owned();
+    let obj = model.as_object_mut().unwrap();
+    obj.remove("pulled_from");
+    obj.remove("removed");
+    obj.insert("enabled".into(), json!(true));
+    let (s, b) = env
+        .req(
+            "PUT",
+            &format!("/api/admin/models/{name}"),
+            Some(&admin),
+            Some(model),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let (s, b) = env
+        .req(
+            "POST",
+            "/api/admin/plans",
+            Some(&admin),
+            Some(json!({"id": "pro", "name": "Pro",
+            "price_micros": 5_000_000, "currency": "USD", "period": "month",
+            "allowance_amount": 100_000, "allowance_unit": "tokens"})),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let (s, b) = env
+        .req("POST", "/api/admin/catalogue/publish", Some(&admin), None)
+        .await;
+    assert_eq!((s, b["edge"]["synced"].clone()), (200, json!(true)), "{b}");
+
+    // Member: a key, then a plan order paid through (mock) Stripe.
+    let (tok, mid) = env.member("fullpath@example.com").await;
+    let (s, b) = env
+        .req(
+            "POST",
+            "/api/me/keys",
+            Some(&tok),
+            Some(json!({"name": "cli"})),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let key = b["key"].as_str().unwrap().to_owned();
+    let chat = |model: String, key: String| {
+        let http = env.http.clone();
+        let url = format!("{}/v1/chat/completions", worker.base_url);
+        async move {
+            let r = http
+                .post(url)
+                .bearer_auth(key)
+                .json(&json!({"model": model, "messages": [{"role": "user", "content": "hello"}], "max_tokens": 10}))
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            (status, r.text().await.unwrap())
+        }
+    };
+    let (before, text) = chat(name.clone(), key.clone()).await;
+    assert!(
+        (400..500).contains(&before),
+        "unpaid member got {before}: {text}"
+    );
+
+    let (s, b) = env
+        .req(
+            "POST",
+            "/api/me/orders",
+            Some(&tok),
+            Some(json!({"kind": "plan", "plan_id": "pro", "provider": "stripe"})),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    assert_eq!(b["order"]["amount_minor"], 500);
+    let oid = b["order"]["id"].as_str().unwrap().to_owned();
+    let session = env.stripe.calls().pop().unwrap().session;
+    let body = event_bytes(&session);
+    for _ in 0..3 {
+        let (s, b) = env
+            .webhook(&body, Some(mock_stripe::sign(WHSEC, now(), &body)))
+            .await;
+        assert_eq!(s, 200, "{b}");
+    }
+    assert_eq!(env.order(&tok, &oid).await["state"], "fulfilled");
+
+    // At the edge: the allowance of the paid period, granted once under the order id.
+    let bal = edge.balance(&mid).await.unwrap();
+    assert_eq!(bal.status, 200, "{}", bal.body);
+    assert_eq!(bal.body["allowance"]["plan_id"], "pro", "{}", bal.body);
+    assert_eq!(bal.body["allowance"]["amount"], 100_000);
+    assert_eq!(bal.body["allowance"]["grant_id"], json!(oid));
+
+    // The member's key now gets a completion.
+    let (s, text) = chat(name.clone(), key.clone()).await;
+    assert_eq!(s, 200, "{text}");
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert!(v["choices"][0]["message"]["content"].is_string(), "{v}");
+
+    // A top-up lands in the wallet exactly once.
+    let (oid2, session2) = env.topup(&tok, 250).await;
+    let body2 = event_bytes(&session2);
+    let deliveries = (0..5).map(|i| {
+        let sig = mock_stripe::sign(WHSEC, now() + i, &body2);
+        let env = &env;
+        let body2 = body2.clone();
+        async move { env.webhook(&body2, Some(sig)).await.0 }
+    });
+    assert!(join_all(deliveries).await.iter().all(|s| *s == 200));
+    assert_eq!(env.order(&tok, &oid2).await["state"], "fulfilled");
+    let bal = edge.balance(&mid).await.unwrap();
+    assert_eq!(
+        bal.body["wallet"]["balance_micros"], 2_500_000,
+        "{}",
+        bal.body
+    );
+}

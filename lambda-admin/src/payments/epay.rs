@@ -90,7 +90,7 @@ fn params(ctx: &Ctx) -> HashMap<String, String> {
 }
 
 enum Outcome {
-    Accepted(Order),
+    Accepted(Box<Order>),
     /// Signed correctly, but not a successful trade (yet).
     NotPaid,
     Refused(u16, String),
@@ -126,7 +126,7 @@ async fn process<S: ItemStore, E: EdgeSync>(st: &AppState<S, E>, ctx: &Ctx) -> O
     let result = accept_payment(st, order_id, &pay, ctx.now).await;
     let _ = run_outbox(st, ctx.now, false, 20).await;
     match result {
-        Ok(acc) => Outcome::Accepted(acc.order().clone()),
+        Ok(acc) => Outcome::Accepted(Box::new(acc.order().clone())),
         Err(e) => Outcome::Refused(e.status, e.message),
     }
 }

@@ -313,9 +313,12 @@ async fn list_orders<S: ItemStore, E>(st: &AppState<S, E>, ctx: &Ctx) -> ApiResu
     for it in &items {
         let o: Order = from_item(it)?;
         let eff = o.effective_state(ctx.now);
-        if state.as_deref().is_some_and(|s| s != eff.as_str())
-            && !(state.as_deref() == Some("flagged") && !o.flags.is_empty())
-        {
+        let wanted = match state.as_deref() {
+            None => true,
+            Some("flagged") => !o.flags.is_empty(),
+            Some(s) => s == eff.as_str(),
+        };
+        if !wanted {
             continue;
         }
         out.push(with_effective_state(&o, ctx.now));

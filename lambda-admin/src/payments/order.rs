@@ -255,7 +255,7 @@ pub fn minor_exponent(currency: &str) -> u32 {
 /// A plan price in micro-units as minor units; `None` if it has sub-minor precision.
 pub fn micros_to_minor(price_micros: u64, currency: &str) -> Option<u64> {
     let div = 10u64.pow(6u32.saturating_sub(minor_exponent(currency)));
-    (price_micros % div == 0).then(|| price_micros / div)
+    price_micros.is_multiple_of(div).then(|| price_micros / div)
 }
 
 /// `1234` CNY → `"12.34"`.
