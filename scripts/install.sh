@@ -50,8 +50,8 @@ if ! stamp_ok npm "$npm_spec" || ! [ -x "$TB_TOOLS/npm/node_modules/.bin/wrangle
   stamp_set npm "$npm_spec"
 fi
 
-# 6. Python clients for the SDK tests.
-py_spec="openai==$PY_OPENAI_VERSION anthropic==$PY_ANTHROPIC_VERSION"
+# 6. Python clients for the SDK tests; cfn-lint and SAM CLI validate template.yaml offline.
+py_spec="openai==$PY_OPENAI_VERSION anthropic==$PY_ANTHROPIC_VERSION cfn-lint==1.58.0 aws-sam-cli==1.170.0"
 if ! stamp_ok venv "$py_spec" || ! [ -x "$TB_PYTHON" ]; then
   tb_log "installing python packages: $py_spec"
   python3 -m venv "$TB_TOOLS/venv"

@@ -100,8 +100,8 @@ pub async fn route<S: ItemStore, E: EdgeSync>(
                 .ok_or_else(|| ApiError::not_found("plan"))?;
             st.store.delete(&plan_pk(id), ONE).await?;
             audit(st, ctx, a, "plan.delete", id, Value::Null).await?;
-            let edge = publish(st, ctx.now).await?;
-            ok(json!({"ok": true, "edge": edge}))
+            let published = publish(st, ctx.now).await?;
+            ok(with_publish(json!({"ok": true}), published))
         }
         ("GET", ["apps"]) => {
             let apps: Vec<App> = load_all(&st.store, index1("APPS"), ctx.now).await?;
@@ -182,8 +182,8 @@ pub async fn route<S: ItemStore, E: EdgeSync>(
             }
             put(&st.store, to_item(SETTINGS_PK.into(), ONE, &s)?).await?;
             audit(st, ctx, a, "settings.update", "settings", json!(s)).await?;
-            let edge = publish(st, ctx.now).await?;
-            ok(json!({"settings": s, "edge": edge}))
+            let published = publish(st, ctx.now).await?;
+            ok(with_publish(json!({"settings": s}), published))
         }
         // Orders arrive with the payments function; the list is already served.
         ("GET", ["orders"]) => {
@@ -211,6 +211,21 @@ pub async fn route<S: ItemStore, E: EdgeSync>(
             format!("Unknown route: {} {}", ctx.method, ctx.path),
         )),
     }
+}
+
+/// Adds a republish outcome to a response: `catalogue_version` and `edge`.
+fn with_publish(mut body: Value, published: Value) -> Value {
+    if let Some(o) = body.as_object_mut() {
+        o.insert(
+            "catalogue_version".into(),
+            published.get("version").cloned().unwrap_or(Value::Null),
+        );
+        o.insert(
+            "edge".into(),
+            published.get("edge").cloned().unwrap_or(Value::Null),
+        );
+    }
+    body
 }
 
 fn limit(ctx: &Ctx) -> usize {
@@ -712,8 +727,8 @@ async fn save_plan<S: ItemStore, E: EdgeSync>(
         json!(plan),
     )
     .await?;
-    let edge = publish(st, ctx.now).await?;
-    let body = json!({"plan": plan, "edge": edge});
+    let published = publish(st, ctx.now).await?;
+    let body = with_publish(json!({"plan": plan}), published);
     if id.is_some() {
         ok(body)
     } else {
@@ -1024,12 +1039,17 @@ async fn pull_models<S: ItemStore, E>(
         .json()
         .await
         .map_err(|_| upstream_err("provider's model list is not JSON".into()))?;
-    let listed: Vec<String> = body.get("data")
+    let listed: Vec<String> = body
+        .get("data")
         .and_then(Value::as_array)
         .or_else(|| body.get("models").and_then(Value::as_array))
         .map(|arr| {
             arr.iter()
-                .filter_map(|m| m.get("id").or_else(|| m.get("name")).and_then(Value::as_str))
+                .filter_map(|m| {
+                    m.get("id")
+                        .or_else(|| m.get("name"))
+                        .and_then(Value::as_str)
+                })
                 .map(|s| s.trim_start_matches("models/").to_owned())
                 .collect()
         })

@@ -626,6 +626,15 @@ async fn test_plans_subscriptions_and_pushes() {
     assert_eq!(b["amount"], 100000);
     assert_eq!(b["unit"], "tokens");
     assert!(b["period_end"].as_u64().unwrap() > b["period_start"].as_u64().unwrap());
+    assert_eq!(b["period"], "month", "free plans renew at the edge");
+    let profile = calls
+        .iter()
+        .rev()
+        .find(|c| c.path == format!("/internal/v1/members/{member}"))
+        .unwrap();
+    assert_eq!(profile.method, "PUT");
+    assert_eq!(profile.body.as_ref().unwrap()["email"], "sub@example.com");
+    assert_eq!(profile.body.as_ref().unwrap()["status"], "active");
     // Keys were re-pushed with the plan.
     let key_put = calls
         .iter()

@@ -250,20 +250,26 @@ pub async fn signup_handler<S: ItemStore, E: EdgeSync>(
         ctx.now,
     )
     .await?;
-    let edge = push(
-        &st.sync,
-        vec![calls::member_status(
-            &member.id,
-            "active",
-            format!("status-{}-active-{}", member.id, ctx.now),
-        )],
-    )
-    .await;
+    let edge = push(&st.sync, vec![member_push(&member, None, ctx.now)]).await;
     let mut body = start_session(st, &member, ctx.now).await?;
     if let Some(o) = body.as_object_mut() {
         o.insert("edge".into(), edge);
     }
     created(body)
+}
+
+/// The member record for the edge (`PUT /internal/v1/members/{id}`).
+pub fn member_push(m: &Member, plan_expires_at: Option<u64>, now: u64) -> SyncCall {
+    calls::member(
+        &m.id,
+        json!({"email": m.email, "username": m.username, "status": m.status.as_str(),
+               "plan_expires_at": plan_expires_at}),
+        format!(
+            "member-{}-{now}-{}",
+            m.id,
+            crate::crypto::new_id().unwrap_or_default()
+        ),
+    )
 }
 
 pub async fn login_handler<S: ItemStore, E: EdgeSync>(
@@ -327,7 +333,18 @@ pub async fn update_profile_handler<S: ItemStore, E: EdgeSync>(
     let b: ProfileBody = ctx.json()?;
     m.username = check_username(&b.username)?;
     put(&st.store, m.item()?).await?;
-    ok(m.public())
+    let sub: Option<Subscription> =
+        load(&st.store, &member_pk(&m.id), SUBSCRIPTION, ctx.now).await?;
+    let edge = push(
+        &st.sync,
+        vec![member_push(&m, sub.and_then(|s| s.expires_at), ctx.now)],
+    )
+    .await;
+    let mut v = m.public();
+    if let Some(o) = v.as_object_mut() {
+        o.insert("edge".into(), edge);
+    }
+    ok(v)
 }
 
 #[derive(Deserialize)]
@@ -556,9 +573,14 @@ pub async fn subscribe<S: ItemStore, E: EdgeSync>(
     let mut pushes = vec![calls::allowance(
         member_id,
         json!({"plan_id": plan.id, "unit": plan.allowance_unit, "amount": plan.allowance_amount,
-               "period_start": period_start, "period_end": period_end, "grant_id": grant_id}),
+               "period_start": period_start, "period_end": period_end, "grant_id": grant_id,
+               // Self-renewing (free) plans renew at the edge; paid ones end with the period.
+               "period": if expires_at.is_none() { plan.period } else { PlanPeriod::None }}),
         &grant_id,
     )];
+    if let Some(m) = load::<Member, _>(&st.store, &member_pk(member_id), PROFILE, now).await? {
+        pushes.push(member_push(&m, expires_at, now));
+    }
     pushes.extend(key_pushes(st, member_id, now).await?);
     Ok((sub, push(&st.sync, pushes).await))
 }

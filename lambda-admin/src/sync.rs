@@ -5,6 +5,7 @@
 //! Every call is signed with `tollbooth_core::auth::sign_request` under `SYNC_SECRET` and
 //! carries an idempotency key chosen by the caller, so a retried push changes nothing.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -71,6 +72,15 @@ pub mod calls {
             idempotency_key: idem,
         }
     }
+    /// The member record the edge shows at `GET /v1/user-profile` (and its status).
+    pub fn member(member_id: &str, body: Value, idem: String) -> SyncCall {
+        SyncCall {
+            method: "PUT",
+            path: format!("/internal/v1/members/{member_id}"),
+            body: Some(body),
+            idempotency_key: idem,
+        }
+    }
     pub fn catalogue(snapshot: &CatalogueSnapshot) -> SyncCall {
         SyncCall {
             method: "PUT",
@@ -105,6 +115,10 @@ pub struct HttpEdgeSync {
     origin: Option<String>,
     secret: Vec<u8>,
     client: reqwest::Client,
+    /// Last timestamp used per canonical request (without the timestamp): the worker
+    /// refuses a second identical signature as a replay, so an identical call (a retry,
+    /// or the same push twice in one second) is signed with a later timestamp.
+    last_ts: Arc<Mutex<HashMap<String, u64>>>,
 }
 
 impl std::fmt::Debug for HttpEdgeSync {
@@ -127,7 +141,30 @@ impl HttpEdgeSync {
             origin: origin.map(|o| o.trim_end_matches('/').to_owned()),
             secret,
             client,
+            last_ts: Arc::default(),
         }
+    }
+}
+
+impl HttpEdgeSync {
+    fn timestamp_for(&self, call: &SyncCall, body: &[u8]) -> u64 {
+        let now = unix_now();
+        let id = format!(
+            "{} {} {}",
+            call.method,
+            call.path,
+            hex::encode(<sha2::Sha256 as sha2::Digest>::digest(body))
+        );
+        let Ok(mut last) = self.last_ts.lock() else {
+            return now;
+        };
+        last.retain(|_, t| t.saturating_add(60) >= now);
+        let ts = match last.get(&id) {
+            Some(prev) if *prev >= now => prev.saturating_add(1),
+            _ => now,
+        };
+        last.insert(id, ts);
+        ts
     }
 }
 
@@ -142,7 +179,7 @@ impl EdgeSync for HttpEdgeSync {
             .as_ref()
             .map(|b| b.to_string().into_bytes())
             .unwrap_or_default();
-        let ts = unix_now();
+        let ts = self.timestamp_for(&call, &body);
         let sig = sign_request(
             &self.secret,
             &SignedRequest {
@@ -200,5 +237,21 @@ impl EdgeSync for RecordingSync {
             c.push(call);
         }
         Ok(json!({"ok": true}))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_identical_calls_get_distinct_timestamps() {
+        let s = HttpEdgeSync::new(Some("http://127.0.0.1:9".into()), b"k".to_vec());
+        let call = calls::delete_key("abcd", "i".into());
+        let a = s.timestamp_for(&call, b"");
+        let b = s.timestamp_for(&call, b"");
+        assert!(b > a, "{a} {b}");
+        let other = calls::delete_key("efgh", "i".into());
+        assert!(s.timestamp_for(&other, b"") <= b);
     }
 }

@@ -15,51 +15,110 @@ async fn contract<S: ItemStore + Clone + 'static>(store: S) {
     assert_eq!(store.ping().await.unwrap(), "ACTIVE");
     // get / put / overwrite
     assert_eq!(store.get("A", "1").await.unwrap(), None);
-    let a1 = item("A", "1", "{\"v\":1}").gsi1("G", "b").ttl(4_000_000_000);
+    let a1 = item("A", "1", "{\"v\":1}")
+        .gsi1("G", "b")
+        .ttl(4_000_000_000);
     store.put(a1.clone(), Put::Upsert).await.unwrap();
     assert_eq!(store.get("A", "1").await.unwrap(), Some(a1.clone()));
     let a1b = item("A", "1", "{\"v\":2}").gsi1("G", "b");
     store.put(a1b.clone(), Put::Upsert).await.unwrap();
     assert_eq!(store.get("A", "1").await.unwrap(), Some(a1b.clone()));
     // conditional put
-    assert_eq!(store.put(item("A", "1", "{}"), Put::IfAbsent).await, Err(StoreError::Conflict));
+    assert_eq!(
+        store.put(item("A", "1", "{}"), Put::IfAbsent).await,
+        Err(StoreError::Conflict)
+    );
     assert_eq!(store.get("A", "1").await.unwrap(), Some(a1b.clone()));
-    store.put(item("A", "2", "{}").gsi1("G", "a").gsi2("H", "x"), Put::IfAbsent).await.unwrap();
-    store.put(item("A", "3", "{}"), Put::IfAbsent).await.unwrap();
-    store.put(item("AB", "1", "{}"), Put::IfAbsent).await.unwrap();
+    store
+        .put(
+            item("A", "2", "{}").gsi1("G", "a").gsi2("H", "x"),
+            Put::IfAbsent,
+        )
+        .await
+        .unwrap();
+    store
+        .put(item("A", "3", "{}"), Put::IfAbsent)
+        .await
+        .unwrap();
+    store
+        .put(item("AB", "1", "{}"), Put::IfAbsent)
+        .await
+        .unwrap();
 
     // transactions: all or nothing
     let r = store
-        .put_all(vec![(item("T", "new", "{}"), Put::IfAbsent), (item("A", "1", "{}"), Put::IfAbsent)])
+        .put_all(vec![
+            (item("T", "new", "{}"), Put::IfAbsent),
+            (item("A", "1", "{}"), Put::IfAbsent),
+        ])
         .await;
     assert_eq!(r, Err(StoreError::Conflict));
-    assert_eq!(store.get("T", "new").await.unwrap(), None, "a failed transaction wrote something");
+    assert_eq!(
+        store.get("T", "new").await.unwrap(),
+        None,
+        "a failed transaction wrote something"
+    );
     store
-        .put_all(vec![(item("T", "new", "{}"), Put::IfAbsent), (item("T", "other", "{}"), Put::Upsert)])
+        .put_all(vec![
+            (item("T", "new", "{}"), Put::IfAbsent),
+            (item("T", "other", "{}"), Put::Upsert),
+        ])
         .await
         .unwrap();
     assert!(store.get("T", "other").await.unwrap().is_some());
 
     // queries: exact partition, prefix, order, limit, indexes
     let sks = |v: Vec<Item>| v.into_iter().map(|i| i.sk).collect::<Vec<_>>();
-    assert_eq!(sks(store.query(Query::table("A", "")).await.unwrap()), ["1", "2", "3"]);
-    assert_eq!(sks(store.query(Query::table("A", "")).await.unwrap()), ["1", "2", "3"]);
-    assert_eq!(sks(store.query(Query::table("A", "").desc().limit(2)).await.unwrap()), ["3", "2"]);
-    assert_eq!(sks(store.query(Query::table("A", "2")).await.unwrap()), ["2"]);
-    assert!(store.query(Query::table("nobody", "")).await.unwrap().is_empty());
-    let g = store.query(Query::index(Index::Gsi1, "G", "")).await.unwrap();
+    assert_eq!(
+        sks(store.query(Query::table("A", "")).await.unwrap()),
+        ["1", "2", "3"]
+    );
+    assert_eq!(
+        sks(store.query(Query::table("A", "")).await.unwrap()),
+        ["1", "2", "3"]
+    );
+    assert_eq!(
+        sks(store
+            .query(Query::table("A", "").desc().limit(2))
+            .await
+            .unwrap()),
+        ["3", "2"]
+    );
+    assert_eq!(
+        sks(store.query(Query::table("A", "2")).await.unwrap()),
+        ["2"]
+    );
+    assert!(store
+        .query(Query::table("nobody", ""))
+        .await
+        .unwrap()
+        .is_empty());
+    let g = store
+        .query(Query::index(Index::Gsi1, "G", ""))
+        .await
+        .unwrap();
     assert_eq!(sks(g), ["2", "1"], "gsi1 sorts by gsi1sk");
-    let h = store.query(Query::index(Index::Gsi2, "H", "x")).await.unwrap();
+    let h = store
+        .query(Query::index(Index::Gsi2, "H", "x"))
+        .await
+        .unwrap();
     assert_eq!(h.len(), 1);
     assert_eq!(h.first().unwrap().gsi2, Some(("H".into(), "x".into())));
 
     // take: exactly one of many concurrent takers wins
-    store.put(item("TOK", "#", "{\"t\":1}"), Put::Upsert).await.unwrap();
+    store
+        .put(item("TOK", "#", "{\"t\":1}"), Put::Upsert)
+        .await
+        .unwrap();
     let takers = (0..8).map(|_| {
         let s = store.clone();
         tokio::spawn(async move { s.take("TOK", "#").await.unwrap() })
     });
-    let won = join_all(takers).await.into_iter().filter(|r| r.as_ref().unwrap().is_some()).count();
+    let won = join_all(takers)
+        .await
+        .into_iter()
+        .filter(|r| r.as_ref().unwrap().is_some())
+        .count();
     assert_eq!(won, 1);
     assert_eq!(store.take("TOK", "#").await.unwrap(), None);
 
@@ -72,18 +131,31 @@ async fn contract<S: ItemStore + Clone + 'static>(store: S) {
     let signups = (0..4).map(|i| {
         let s = store.clone();
         tokio::spawn(async move {
-            create_member(&s, "Race@Example.com", "race-password-1", Some(&format!("r{i}")), 1).await
+            create_member(
+                &s,
+                "Race@Example.com",
+                "race-password-1",
+                Some(&format!("r{i}")),
+                1,
+            )
+            .await
         })
     });
     let results = join_all(signups).await;
-    let ok = results.iter().filter(|r| r.as_ref().unwrap().is_ok()).count();
+    let ok = results
+        .iter()
+        .filter(|r| r.as_ref().unwrap().is_ok())
+        .count();
     assert_eq!(ok, 1, "exactly one signup per email");
     for r in results {
         if let Err(e) = r.unwrap() {
             assert_eq!(e.status, 409);
         }
     }
-    let members = store.query(Query::index(Index::Gsi1, "MEMBERS", "")).await.unwrap();
+    let members = store
+        .query(Query::index(Index::Gsi1, "MEMBERS", ""))
+        .await
+        .unwrap();
     assert_eq!(members.len(), 1);
 }
 
@@ -110,7 +182,10 @@ async fn test_dynamodb_query_paginates_past_one_page() {
     // ~400 KB items × 5 > the 1 MB page size.
     let big = format!("\"{}\"", "x".repeat(300_000));
     for i in 0..5 {
-        store.put(Item::new("P", format!("{i}"), big.clone()), Put::Upsert).await.unwrap();
+        store
+            .put(Item::new("P", format!("{i}"), big.clone()), Put::Upsert)
+            .await
+            .unwrap();
     }
     assert_eq!(store.query(Query::table("P", "")).await.unwrap().len(), 5);
 }
