@@ -667,3 +667,82 @@ async fn test_full_path_order_pay_webhook_edge_balance_api_call() {
         bal.body
     );
 }
+
+/// The order compare-and-swap on both adapters: of many writers that read one version,
+/// exactly one commits; creating an existing order fails.
+async fn swap_contract<S: tollbooth_admin::store::ItemStore + Clone + 'static>(store: S) {
+    use tollbooth_admin::payments::order::{create, load_order, swap};
+    use tollbooth_admin::payments::{Order, OrderKind, OrderState, PaymentProvider};
+    let o = Order {
+        id: "o-cas".into(),
+        member_id: "m".into(),
+        kind: OrderKind::Topup,
+        provider: PaymentProvider::Stripe,
+        amount_minor: 100,
+        currency: "USD".into(),
+        credit_micros: 1_000_000,
+        plan_id: None,
+        description: "t".into(),
+        state: OrderState::Pending,
+        version: 1,
+        created_at: 1,
+        expires_at: 2,
+        paid_at: None,
+        fulfilled_at: None,
+        refunded_at: None,
+        provider_ref: None,
+        payment_ref: None,
+        checkout_url: None,
+        grant: None,
+        refunded_minor: 0,
+        refund_debits: vec![],
+        flags: vec![],
+        code_batch: None,
+    };
+    create(&store, &o, vec![]).await.unwrap();
+    assert_eq!(create(&store, &o, vec![]).await.unwrap_err().status, 409);
+    let writers = (0..8).map(|i| {
+        let s = store.clone();
+        let next = Order {
+            state: OrderState::Paid,
+            version: 2,
+            paid_at: Some(i),
+            ..o.clone()
+        };
+        tokio::spawn(async move { swap(&s, &next, vec![]).await.unwrap() })
+    });
+    let won = join_all(writers)
+        .await
+        .into_iter()
+        .filter(|r| *r.as_ref().unwrap())
+        .count();
+    assert_eq!(won, 1);
+    let now = load_order(&store, "o-cas").await.unwrap().unwrap();
+    assert_eq!((now.state, now.version), (OrderState::Paid, 2));
+    // A stale writer (read version 1) loses even after the winner moved on.
+    let stale = Order {
+        state: OrderState::Expired,
+        version: 2,
+        ..o.clone()
+    };
+    assert!(!swap(&store, &stale, vec![]).await.unwrap());
+    let next = Order {
+        state: OrderState::Fulfilled,
+        version: 3,
+        ..now
+    };
+    assert!(swap(&store, &next, vec![]).await.unwrap());
+    assert_eq!(
+        load_order(&store, "o-cas").await.unwrap().unwrap().state,
+        OrderState::Fulfilled
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn test_order_swap_contract_memory_and_dynamodb_local() {
+    swap_contract(tollbooth_admin::store::MemoryStore::default()).await;
+    let dynamo = DynamoLocal::start().await.unwrap();
+    let store = tollbooth_admin::dynamo::DynamoStore::local(&dynamo.endpoint, "payments-cas");
+    store.ensure_table().await.unwrap();
+    swap_contract(store).await;
+}
