@@ -44,6 +44,7 @@ pub struct AppState<S, E> {
     /// AES-256-GCM key for credentials at rest.
     pub master_key: [u8; 32],
     pub policy: Policy,
+    pub payments: crate::payments::Payments,
 }
 
 pub fn unix_now() -> u64 {
@@ -170,6 +171,9 @@ async fn route<S: ItemStore, E: EdgeSync>(
     ctx: &Ctx,
     segs: &[&str],
 ) -> ApiResult<Response<Body>> {
+    if let Some(resp) = crate::payments::route(st, ctx, segs).await {
+        return resp;
+    }
     let m = ctx.method.as_str();
     match (m, segs) {
         ("GET", ["health"]) | ("GET", ["api", "health"]) => Ok(health_handler(&st.store).await),

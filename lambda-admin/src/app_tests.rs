@@ -24,6 +24,7 @@ fn state() -> St {
             max_login_failures: 3,
             ..Policy::default()
         },
+        payments: Default::default(),
     }
 }
 

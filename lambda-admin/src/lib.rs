@@ -17,6 +17,7 @@ pub mod error;
 pub mod local;
 pub mod members;
 pub mod model;
+pub mod payments;
 pub mod runtime;
 pub mod store;
 pub mod sync;

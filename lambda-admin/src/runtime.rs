@@ -48,6 +48,8 @@ pub async fn run() -> Result<(), lambda_http::Error> {
         jwt,
         master_key: config.master_key,
         policy: config.policy.clone(),
+        payments: crate::payments::Payments::from_env()
+            .map_err(|e| format!("configuration error: {e}"))?,
     });
     let handler = move |req| {
         let state = Arc::clone(&state);

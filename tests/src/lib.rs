@@ -1,4 +1,5 @@
 //! Test harness.
 pub mod harness;
 pub mod mock;
+pub mod mock_stripe;
 pub mod sync_client;
