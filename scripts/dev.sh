@@ -68,6 +68,7 @@ cleanup() {
     sleep 0.1
   done
   for pid in "${pids[@]}"; do kill -KILL -- "-$pid" 2>/dev/null || true; done
+  rm -f "$DATA/dev.json"  # it describes a running stack
 }
 trap cleanup EXIT
 trap 'exit 130' INT

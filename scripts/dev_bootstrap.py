@@ -63,6 +63,14 @@ def must(expected, status, body, what):
     return body
 
 
+def upsert(admin, collection, ident, body, what):
+    """PUT to update what exists, POST to create what does not."""
+    status, b = call("PUT", f"/api/admin/{collection}/{ident}", admin, body)
+    if status == 404:
+        status, b = call("POST", f"/api/admin/{collection}", admin, body)
+    must([200, 201], status, b, what)
+
+
 def provider_spec():
     for var, kind, base_url, model in REAL_PROVIDERS:
         key = os.environ.get(var, "").strip()
@@ -80,13 +88,11 @@ def main():
     # Provider and model are upserted every run: the mock's port or the chosen real
     # provider may differ from the last run. Plan and member are created once.
     log(f"provider: {'the mock upstream' if var is None else var.split('_')[0].lower()} ({base_url})")
-    status, b = call("PUT", "/api/admin/providers/demo", admin,
-                     {"id": "demo", "kind": kind, "base_url": base_url, "credentials": [{"secret": secret}]})
-    must([200, 201], status, b, "provider")
+    upsert(admin, "providers", "demo",
+           {"id": "demo", "kind": kind, "base_url": base_url, "credentials": [{"secret": secret}]}, "provider")
     model = {"name": demo_model, "deployments": [{"provider": "demo", "model": upstream_model}],
              "price": {"input_per_mtok": 150_000, "output_per_mtok": 600_000}}
-    status, b = call("PUT", f"/api/admin/models/{demo_model}", admin, model)
-    must([200, 201], status, b, "model")
+    upsert(admin, "models", demo_model, model, "model")
 
     status, b = call("GET", "/api/admin/plans", admin)
     plans = must([200], status, b, "list plans")["data"]

@@ -23,6 +23,7 @@ struct Ports {
 }
 
 fn start_devstack(data: &Path, p: &Ports, run: u32) -> Result<Proc, BoxError> {
+    let _ = std::fs::remove_file(data.join("dev.json"));
     let mut cmd = Command::new("bash");
     cmd.arg("scripts/dev.sh")
         .current_dir(repo_root())
@@ -158,6 +159,7 @@ fn stop_and_check(mut proc: Proc, data: &Path) {
     );
     let log = std::fs::read_to_string(&proc.log).unwrap_or_default();
     assert!(log.contains("stopping"), "{log}");
+    assert!(!data.join("dev.json").exists(), "dev.json removed on stop");
     drop(proc);
 }
 
@@ -243,6 +245,7 @@ async fn test_make_dev_runs_stops_and_keeps_data() {
     // Second run on the same data: same admin, member, key and usage; nothing recreated.
     let mut proc = start_devstack(&data, &ports, 2).unwrap();
     let started = Instant::now();
+    let http = reqwest::Client::new(); // no pooled connection from the first run
     let dev2 = wait_dev_json(&data, &mut proc).await.unwrap();
     eprintln!("second run ready in {:?}", started.elapsed());
     assert_eq!(dev2["demo_key"], dev["demo_key"]);
