@@ -27,8 +27,17 @@ started=$(date +%s)
 if [ "${TB_DEV_SKIP_BUILD:-0}" != 1 ]; then
   bash scripts/install.sh
   source scripts/env.sh  # again: paths of freshly installed tools
-  tb_log "building the worker and the native binaries"
-  bash scripts/build-worker.sh
+  # worker-build re-runs wasm-bindgen and wasm-opt (tens of seconds) even when nothing
+  # changed: skip it while the built worker is newer than every input.
+  wasm=edge-worker/build/index_bg.wasm
+  if [ -f "$wasm" ] && [ -f edge-worker/build/index.js ] && [ -z "$(find edge-worker/src \
+      edge-worker/Cargo.toml core/src core/Cargo.toml Cargo.lock -newer "$wasm" -print -quit)" ]; then
+    tb_log "the worker is up to date (edge-worker/build)"
+  else
+    tb_log "building the worker"
+    bash scripts/build-worker.sh
+  fi
+  tb_log "building the native binaries"
   cargo build --bins --quiet
 fi
 BIN="$CARGO_TARGET_DIR/debug"
@@ -71,8 +80,7 @@ cleanup() {
   rm -f "$DATA/dev.json"  # it describes a running stack
 }
 trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+trap 'exit 0' INT TERM  # stopping is the normal way to end
 
 # start NAME LOG CMD...: runs CMD in its own process group, output to LOG.
 start() {
