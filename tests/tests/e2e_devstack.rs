@@ -231,8 +231,36 @@ async fn test_make_dev_runs_stops_and_keeps_data() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    assert!(r.headers().contains_key("x-request-id"));
+    // The worker's request id crosses the front door: the admin server logs it.
+    let request_id = r.headers()["x-request-id"].to_str().unwrap().to_owned();
     let summary: Value = r.json().await.unwrap();
+    let admin_log = std::fs::read_to_string(data.join("logs/admin.log")).unwrap();
+    let line = admin_log
+        .lines()
+        .find(|l| l.contains(&request_id))
+        .unwrap_or_else(|| panic!("{request_id} not in the admin log"));
+    let line: Value = serde_json::from_str(line).unwrap();
+    assert_eq!(line["path"], "/api/admin/summary");
+    assert_eq!(line["status"], 200);
+    let secrets = std::fs::read_to_string(data.join("secrets.env")).unwrap();
+    let worker_log = std::fs::read_to_string(data.join("logs/worker.log")).unwrap();
+    let console = std::fs::read_to_string(&proc.log).unwrap();
+    for (name, value) in secrets.lines().filter_map(|l| l.split_once('=')) {
+        if name != "ADMIN_EMAIL" {
+            assert!(
+                !admin_log.contains(value),
+                "{name} appears in the admin log"
+            );
+            assert!(
+                !worker_log.contains(value),
+                "{name} appears in the worker log"
+            );
+        }
+        // The console shows the admin login on purpose, never the planes' secrets.
+        if ["SYNC_SECRET", "JWT_KEYS", "MASTER_KEY"].contains(&name) {
+            assert!(!console.contains(value), "{name} appears on the console");
+        }
+    }
     assert!(summary["requests"].as_u64().unwrap_or(0) >= 2, "{summary}");
     assert!(
         summary["tokens"]["total"].as_u64().unwrap_or(0) > 0,
