@@ -12,7 +12,8 @@
 //! | `ADMIN_ORIGIN` | unset | the control plane's base URL for `/api/...` (checked: an http(s) URL with a host, no query, fragment or userinfo) |
 //! | `SYNC_SECRET` (secret) | unset | the internal API's HMAC secret (checked: at least 16 characters) |
 //!
-//! A bad value is a deployment mistake: every request then gets a 500 naming the
+//! The bindings `KEYS`, `CONFIG` (KV) and `LEDGER` (D1) are checked at the same time.
+//! A bad value or a missing binding is a deployment mistake: every request then gets a 500 naming the
 //! variable (never silently a default).
 
 use std::cell::RefCell;
@@ -22,6 +23,13 @@ use tollbooth_core::routing::BreakerConfig;
 use worker::Env;
 
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 8 * 1024 * 1024;
+
+/// The bindings every request path relies on (docs/configuration.md).
+const BINDINGS: &[(&str, &str)] = &[
+    ("KEYS", "KV namespace"),
+    ("CONFIG", "KV namespace"),
+    ("LEDGER", "D1 database"),
+];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -43,6 +51,18 @@ impl Config {
     pub fn get(env: &Env) -> Result<Rc<Config>, String> {
         if let Some(c) = CONFIG.with(|c| c.borrow().clone()) {
             return Ok(c);
+        }
+        // Bindings are checked once too: a typo in wrangler.toml names itself.
+        for (name, kind) in BINDINGS {
+            let present = match *kind {
+                "KV namespace" => env.kv(name).is_ok(),
+                _ => env.d1(name).is_ok(),
+            };
+            if !present {
+                return Err(format!(
+                    "binding {name} ({kind}) is missing: declare it in wrangler.toml"
+                ));
+            }
         }
         let cfg = Rc::new(Self::from_lookup(|name| {
             env.var(name)
