@@ -67,7 +67,8 @@ set -a; source "$SECRETS"; set +a
 
 pids=()
 cleanup() {
-  trap - INT TERM EXIT
+  trap "" INT TERM  # a second Ctrl-C (or make forwarding SIGTERM) must not cut the cleanup short
+  trap - EXIT
   tb_log "stopping"
   for pid in "${pids[@]}"; do kill -TERM -- "-$pid" 2>/dev/null || true; done
   for _ in $(seq 1 50); do
@@ -105,6 +106,13 @@ wait_tcp() {
   done
   echo "nothing listening on $1" >&2; exit 1
 }
+
+for port in "$DYNAMO_PORT" "$MOCK_PORT" "$WORKER_PORT" "$ADMIN_PORT" "$INSPECTOR_PORT"; do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    echo "port $port is already in use (another make dev?); set TB_*_PORT to other ports" >&2
+    exit 1
+  fi
+done
 
 start dynamodb-local "$DATA/logs/dynamodb.log" env -C "$DYNAMODB_LOCAL_DIR" \
   java "-Djava.library.path=./DynamoDBLocal_lib" -jar DynamoDBLocal.jar -sharedDb -dbPath "$DATA/dynamodb" -port "$DYNAMO_PORT"
