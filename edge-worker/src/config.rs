@@ -9,8 +9,11 @@
 //! | `ALLOW_LOOPBACK_UPSTREAMS` | false | local mode and tests: allow providers on loopback/private addresses |
 //! | `BREAKER_FAILURE_THRESHOLD` | 5 | consecutive failures that open a credential's breaker |
 //! | `BREAKER_COOLDOWN_MS` | 10000 | first cooldown of an open breaker (doubles per trip) |
+//! | `ADMIN_ORIGIN` | unset | the control plane's base URL for `/api/...` (checked: an http(s) URL with a host, no query, fragment or userinfo) |
+//! | `SYNC_SECRET` (secret) | unset | the internal API's HMAC secret (checked: at least 16 characters) |
 //!
-//! A bad value is a deployment mistake: every request then gets a 500 naming the
+//! The bindings `KEYS`, `CONFIG` (KV) and `LEDGER` (D1) are checked at the same time.
+//! A bad value or a missing binding is a deployment mistake: every request then gets a 500 naming the
 //! variable (never silently a default).
 
 use std::cell::RefCell;
@@ -20,6 +23,13 @@ use tollbooth_core::routing::BreakerConfig;
 use worker::Env;
 
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 8 * 1024 * 1024;
+
+/// The bindings every request path relies on (docs/configuration.md).
+const BINDINGS: &[(&str, &str)] = &[
+    ("KEYS", "KV namespace"),
+    ("CONFIG", "KV namespace"),
+    ("LEDGER", "D1 database"),
+];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -42,8 +52,23 @@ impl Config {
         if let Some(c) = CONFIG.with(|c| c.borrow().clone()) {
             return Ok(c);
         }
+        // Bindings are checked once too: a typo in wrangler.toml names itself.
+        for (name, kind) in BINDINGS {
+            let present = match *kind {
+                "KV namespace" => env.kv(name).is_ok(),
+                _ => env.d1(name).is_ok(),
+            };
+            if !present {
+                return Err(format!(
+                    "binding {name} ({kind}) is missing: declare it in wrangler.toml"
+                ));
+            }
+        }
         let cfg = Rc::new(Self::from_lookup(|name| {
-            env.var(name).ok().map(|v| v.to_string())
+            env.var(name)
+                .map(|v| v.to_string())
+                .or_else(|_| env.secret(name).map(|v| v.to_string()))
+                .ok()
         })?);
         CONFIG.with(|c| *c.borrow_mut() = Some(cfg.clone()));
         Ok(cfg)
@@ -92,6 +117,16 @@ impl Config {
             base_cooldown_ms: num("BREAKER_COOLDOWN_MS", defaults.base_cooldown_ms)?,
             ..defaults
         };
+        if let Some(origin) = get("ADMIN_ORIGIN").filter(|v| !v.trim().is_empty()) {
+            check_origin(origin.trim()).map_err(|why| format!("ADMIN_ORIGIN {why}"))?;
+        }
+        if let Some(secret) = get("SYNC_SECRET").filter(|v| !v.is_empty()) {
+            if secret.trim().len() < MIN_SYNC_SECRET_LEN {
+                return Err(format!(
+                    "SYNC_SECRET must be at least {MIN_SYNC_SECRET_LEN} characters"
+                ));
+            }
+        }
         Ok(Config {
             path_prefix,
             max_body_bytes,
@@ -101,6 +136,25 @@ impl Config {
             breaker,
         })
     }
+}
+
+/// The shortest accepted `SYNC_SECRET` (both planes; generate 32 random bytes in hex).
+pub const MIN_SYNC_SECRET_LEN: usize = 16;
+
+/// An origin the gateway forwards to: `http(s)://host[:port][/base path]`.
+fn check_origin(v: &str) -> Result<(), &'static str> {
+    let rest = v
+        .strip_prefix("https://")
+        .or_else(|| v.strip_prefix("http://"))
+        .ok_or("must start with http:// or https://")?;
+    let host = rest.split('/').next().unwrap_or_default();
+    if host.is_empty() || host.starts_with(':') {
+        return Err("has no host");
+    }
+    if v.contains(['?', '#', '@']) || v.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("must not contain a query, fragment, userinfo or spaces");
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -148,5 +202,30 @@ mod tests {
         let e = cfg(&[("ALLOW_LOOPBACK_UPSTREAMS", "yes please")]).unwrap_err();
         assert!(e.contains("ALLOW_LOOPBACK_UPSTREAMS"), "{e}");
         assert!(cfg(&[("MAX_BODY_BYTES", "0")]).is_err());
+    }
+
+    #[test]
+    fn test_admin_origin_and_sync_secret_checked() {
+        for bad in [
+            "localhost:8788",
+            "ftp://x",
+            "http://",
+            "http://:80",
+            "http://a/b?c=1",
+            "http://u@h",
+        ] {
+            let e = cfg(&[("ADMIN_ORIGIN", bad)]).unwrap_err();
+            assert!(e.starts_with("ADMIN_ORIGIN"), "{bad}: {e}");
+        }
+        for good in [
+            "http://127.0.0.1:8788",
+            "https://abc.execute-api.us-east-1.amazonaws.com/prod/",
+        ] {
+            assert!(cfg(&[("ADMIN_ORIGIN", good)]).is_ok(), "{good}");
+        }
+        let e = cfg(&[("SYNC_SECRET", "short")]).unwrap_err();
+        assert!(e.contains("SYNC_SECRET"), "{e}");
+        assert!(!e.contains("short"), "the value is never echoed: {e}");
+        assert!(cfg(&[("SYNC_SECRET", "0123456789abcdef")]).is_ok());
     }
 }

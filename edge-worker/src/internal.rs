@@ -86,6 +86,12 @@ fn ok(extra: Value) -> Result<Response> {
 
 /// Entry point for every `/internal/v1/...` request.
 pub async fn internal_handler(mut req: Request, env: &Env) -> Result<Response> {
+    // The same checks as every other path (SYNC_SECRET length, ADMIN_ORIGIN, bindings).
+    if let Err(msg) = crate::config::Config::get(env) {
+        return error(&GatewayError::internal(format!(
+            "Invalid gateway configuration: {msg}"
+        )));
+    }
     let secret = env
         .secret("SYNC_SECRET")
         .map(|s| s.to_string())

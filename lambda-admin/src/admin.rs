@@ -195,6 +195,7 @@ pub async fn route<S: ItemStore, E: EdgeSync>(
             .await?;
             ok(json!({"data": orders}))
         }
+        ("GET", ["summary"]) => ok(crate::summary::summary(&st.sync, &ctx.query, ctx.now).await?),
         ("GET", ["audit"]) => {
             let entries: Vec<Value> = load_all(
                 &st.store,

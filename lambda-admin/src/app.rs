@@ -157,13 +157,39 @@ pub async fn handle_ctx<S: ItemStore, E: EdgeSync>(
     state: &AppState<S, E>,
     ctx: Ctx,
 ) -> Response<Body> {
+    let started = std::time::Instant::now();
+    // The worker's front door sends its request id; direct callers get a fresh one.
+    let request_id = ctx
+        .headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= 64
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        })
+        .map(str::to_owned)
+        .unwrap_or_else(|| format!("adm_{}", crate::crypto::new_id().unwrap_or_default()));
     let path = ctx.path.clone();
     let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
     let result = route(state, &ctx, &segs).await;
-    match result {
+    let mut resp = match result {
         Ok(resp) => resp,
         Err(e) => e.into_response(),
+    };
+    if let Ok(v) = http::HeaderValue::from_str(&request_id) {
+        resp.headers_mut().insert("x-request-id", v);
     }
+    // One structured line per request: never the query, headers or body (tokens,
+    // passwords and callback secrets travel there).
+    println!(
+        "{}",
+        json!({"msg": "request", "plane": "admin", "request_id": request_id,
+               "method": ctx.method, "path": path, "status": resp.status().as_u16(),
+               "latency_ms": started.elapsed().as_millis() as u64})
+    );
+    resp
 }
 
 async fn route<S: ItemStore, E: EdgeSync>(

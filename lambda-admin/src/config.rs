@@ -10,6 +10,9 @@ pub enum ConfigError {
     Invalid { name: &'static str, reason: String },
 }
 
+/// The shortest accepted `SYNC_SECRET` (the worker checks the same).
+pub const MIN_SYNC_SECRET_LEN: usize = 16;
+
 /// A secret value: never printed.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(pub Vec<u8>);
@@ -109,16 +112,31 @@ impl Config {
                 name: "MASTER_KEY",
                 reason: "must be 64 hex characters (32 bytes)".into(),
             })?;
-        let edge_origin = nonempty("EDGE_ORIGIN");
+        let edge_origin = nonempty("EDGE_ORIGIN").map(|o| o.trim().to_owned());
         if let Some(o) = &edge_origin {
-            if !(o.starts_with("https://") || o.starts_with("http://")) {
+            let host = o
+                .strip_prefix("https://")
+                .or_else(|| o.strip_prefix("http://"))
+                .map(|rest| rest.split('/').next().unwrap_or_default());
+            let bad_chars = o.contains(['?', '#', '@']) || o.chars().any(char::is_whitespace);
+            if !matches!(host, Some(h) if !h.is_empty() && !h.starts_with(':')) || bad_chars {
                 return Err(ConfigError::Invalid {
                     name: "EDGE_ORIGIN",
-                    reason: "must be an http(s) URL".into(),
+                    reason: "must be an http(s) URL with a host and no query, fragment or userinfo"
+                        .into(),
                 });
             }
         }
-        let sync_secret = nonempty("SYNC_SECRET").map(|s| Secret(s.into_bytes()));
+        let sync_secret = nonempty("SYNC_SECRET").map(|s| Secret(s.trim().as_bytes().to_vec()));
+        if sync_secret
+            .as_ref()
+            .is_some_and(|s| s.0.len() < MIN_SYNC_SECRET_LEN)
+        {
+            return Err(ConfigError::Invalid {
+                name: "SYNC_SECRET",
+                reason: format!("must be at least {MIN_SYNC_SECRET_LEN} characters"),
+            });
+        }
         let bootstrap_admin = match (nonempty("ADMIN_EMAIL"), nonempty("ADMIN_PASSWORD")) {
             (Some(e), Some(p)) => Some((e, Secret(p.into_bytes()))),
             (None, None) if local => Some((
@@ -230,6 +248,35 @@ mod tests {
         );
         let e = cfg(&[("TABLE_NAME", "a b")]).unwrap_err();
         assert!(e.to_string().starts_with("TABLE_NAME is invalid"), "{e}");
+    }
+
+    #[test]
+    fn test_edge_origin_and_sync_secret_checked() {
+        for bad in [
+            "edge.example.com",
+            "http://",
+            "https://:1",
+            "http://e?x=1",
+            "http://u@e",
+        ] {
+            let mut v = PROD.to_vec();
+            v.push(("EDGE_ORIGIN", bad));
+            let e = cfg(&v).unwrap_err();
+            assert!(
+                e.to_string().starts_with("EDGE_ORIGIN is invalid"),
+                "{bad}: {e}"
+            );
+        }
+        let mut v = PROD.to_vec();
+        v.push(("EDGE_ORIGIN", "https://gw.example.com"));
+        v.push(("SYNC_SECRET", "too-short"));
+        let e = cfg(&v).unwrap_err();
+        assert!(e.to_string().starts_with("SYNC_SECRET is invalid"), "{e}");
+        assert!(!e.to_string().contains("too-short"));
+        v.pop();
+        v.push(("SYNC_SECRET", "0123456789abcdef0123"));
+        let c = cfg(&v).unwrap();
+        assert_eq!(c.edge_origin.as_deref(), Some("https://gw.example.com"));
     }
 
     #[test]

@@ -20,4 +20,5 @@ pub mod model;
 pub mod payments;
 pub mod runtime;
 pub mod store;
+pub mod summary;
 pub mod sync;
