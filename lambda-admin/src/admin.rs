@@ -16,7 +16,7 @@ use crate::crypto::{self, hash_password, new_id, new_token};
 use crate::error::{ApiError, ApiResult};
 use crate::members::{self, check_password, normalize_email, KeyBody};
 use crate::model::*;
-use crate::store::{ItemStore, Put, Query};
+use crate::store::{Item, ItemStore, Put, Query};
 use crate::sync::{calls, EdgeSync};
 
 pub async fn route<S: ItemStore, E: EdgeSync>(
@@ -700,21 +700,14 @@ async fn save_plan<S: ItemStore, E: EdgeSync>(
             "rpm and tpm must be positive when set",
         ));
     }
-    let mode = if id.is_some() {
-        Put::Upsert
-    } else {
-        Put::IfAbsent
-    };
-    st.store
-        .put(plan.item()?, mode)
-        .await
-        .map_err(|e| match e {
-            crate::store::StoreError::Conflict => ApiError {
-                param: Some("id".into()),
-                ..ApiError::conflict("a plan with this id exists")
-            },
-            e => e.into(),
-        })?;
+    put_new_or_edit(
+        &st.store,
+        plan.item()?,
+        id.is_some(),
+        "id",
+        "a plan with this id exists",
+    )
+    .await?;
     audit(
         st,
         ctx,
@@ -951,24 +944,14 @@ async fn save_provider<S: ItemStore, E>(
         enabled: b.enabled.unwrap_or(true),
         headers: b.headers,
     };
-    let mode = if id.is_some() {
-        Put::Upsert
-    } else {
-        Put::IfAbsent
-    };
-    st.store
-        .put(
-            to_item(provider_pk(&pid), ONE, &p)?.gsi1("PROVIDERS", pid.clone()),
-            mode,
-        )
-        .await
-        .map_err(|e| match e {
-            crate::store::StoreError::Conflict => ApiError {
-                param: Some("id".into()),
-                ..ApiError::conflict("a provider with this id exists")
-            },
-            e => e.into(),
-        })?;
+    put_new_or_edit(
+        &st.store,
+        to_item(provider_pk(&pid), ONE, &p)?.gsi1("PROVIDERS", pid.clone()),
+        id.is_some(),
+        "id",
+        "a provider with this id exists",
+    )
+    .await?;
     audit(
         st,
         ctx,
@@ -1181,21 +1164,14 @@ async fn save_model<S: ItemStore, E>(
         removed: prev.as_ref().is_some_and(|p| p.removed),
         model,
     };
-    let mode = if name.is_some() {
-        Put::Upsert
-    } else {
-        Put::IfAbsent
-    };
-    st.store
-        .put(entry.item()?, mode)
-        .await
-        .map_err(|e| match e {
-            crate::store::StoreError::Conflict => ApiError {
-                param: Some("name".into()),
-                ..ApiError::conflict("a model with this name exists")
-            },
-            e => e.into(),
-        })?;
+    put_new_or_edit(
+        &st.store,
+        entry.item()?,
+        name.is_some(),
+        "name",
+        "a model with this name exists",
+    )
+    .await?;
     audit(
         st,
         ctx,
@@ -1303,4 +1279,23 @@ pub async fn publish<S: ItemStore, E: EdgeSync>(st: &AppState<S, E>, now: u64) -
         .await?;
     let edge = push(&st.sync, vec![calls::catalogue(&snapshot)]).await;
     Ok(json!({"version": snapshot.version, "summary": summary, "edge": edge}))
+}
+
+/// Writes an admin-managed entity: a create (`editing == false`) must not overwrite an
+/// existing one (409 naming `param`); an edit by id replaces it.
+async fn put_new_or_edit(
+    store: &impl ItemStore,
+    item: Item,
+    editing: bool,
+    param: &str,
+    conflict: &str,
+) -> ApiResult<()> {
+    let mode = if editing { Put::Upsert } else { Put::IfAbsent };
+    store.put(item, mode).await.map_err(|e| match e {
+        crate::store::StoreError::Conflict => ApiError {
+            param: Some(param.into()),
+            ..ApiError::conflict(conflict)
+        },
+        e => e.into(),
+    })
 }
