@@ -35,7 +35,8 @@ pub enum TranslateError {
 }
 
 impl TranslateError {
-    fn invalid(message: impl Into<String>, param: impl Into<String>) -> Self {
+    /// An invalid request caused by `param`.
+    pub fn invalid(message: impl Into<String>, param: impl Into<String>) -> Self {
         TranslateError::InvalidRequest {
             message: message.into(),
             param: Some(param.into()),

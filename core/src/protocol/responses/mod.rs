@@ -21,9 +21,9 @@ mod stream;
 
 pub use crate::protocol::openai::{ErrorBody, ErrorResponse};
 pub use items::{
-    ContentPart, CustomToolCallItem, FunctionCallItem, FunctionCallOutputItem, ImagePart, Item,
-    MessageContent, MessageItem, MessageRole, OutputTextPart, ReasoningItem, SummaryText, TextPart,
-    ToolOutput,
+    ContentPart, CustomToolCallItem, FilePart, FunctionCallItem, FunctionCallOutputItem, ImagePart,
+    Item, MessageContent, MessageItem, MessageRole, OutputTextPart, ReasoningItem, SummaryText,
+    TextPart, ToolOutput,
 };
 pub use request::{
     CustomTool, FunctionTool, Input, NamedToolChoice, ReasoningConfig, ResponsesRequest,
