@@ -77,6 +77,9 @@ impl SystemPrompt {
 pub enum Role {
     User,
     Assistant,
+    /// A system message inside `messages` (Claude Code 2.1 sends these under its
+    /// per-turn-control beta); it applies from its position on.
+    System,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -94,6 +97,21 @@ pub enum MessageContent {
 }
 
 impl MessageContent {
+    /// All text of the content: the string, or the text blocks joined with `\n\n`.
+    pub fn joined_text(&self) -> String {
+        match self {
+            MessageContent::Text(s) => s.clone(),
+            MessageContent::Blocks(blocks) => blocks
+                .iter()
+                .filter_map(|b| match b {
+                    ContentBlock::Text(t) => Some(t.text.as_str()),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+                .join("\n\n"),
+        }
+    }
+
     /// The content as blocks (a string becomes one text block).
     pub fn into_blocks(self) -> Vec<ContentBlock> {
         match self {
