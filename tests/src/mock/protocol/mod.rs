@@ -1,9 +1,10 @@
-//! The three provider protocols. Each module turns a parsed request into a protocol-neutral
+//! The four provider protocols. Each module turns a parsed request into a protocol-neutral
 //! [`ChatFacts`], and renders a planned [`Answer`] as a JSON body or a list of stream steps.
 
 pub mod anthropic;
 pub mod gemini;
 pub mod openai;
+pub mod responses;
 
 use serde_json::Value;
 
@@ -41,7 +42,7 @@ pub struct ChatFacts {
     pub last_user: String,
     /// Tool to call when `tools=1` (None: no tools, or tool choice none).
     pub tool: Option<String>,
-    /// `"stream": true` (OpenAI, Anthropic).
+    /// `"stream": true` (OpenAI, Anthropic, Responses).
     pub stream: bool,
     /// OpenAI `stream_options.include_usage`.
     pub include_usage: bool,
