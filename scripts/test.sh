@@ -30,4 +30,7 @@ step "tests"
 cargo test -p tollbooth-edge --lib
 cargo test --no-fail-fast -- --test-threads="${TB_TEST_THREADS:-2}"
 
+step "fuzz: a short bounded slice of every target (make fuzz runs them longer)"
+bash scripts/fuzz.sh smoke
+
 step "all green"
