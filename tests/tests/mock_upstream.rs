@@ -1195,3 +1195,89 @@ async fn test_responses_accepted_by_the_official_openai_sdk() {
         );
     });
 }
+
+/// `tools=once`: a tool call until the conversation carries a tool result, then text, in
+/// every protocol (what an agent's tool turn needs).
+#[tokio::test]
+async fn test_tools_once_calls_until_a_result_is_back() {
+    let m = start().await;
+    let tools =
+        json!([{ "type": "function", "function": { "name": WEATHER_TOOL, "parameters": {} } }]);
+    let first = json!([{ "role": "user", "content": "w?" }]);
+    let v: Value = openai_chat(
+        &m,
+        json!({ "model": "m@tools=once", "messages": first, "tools": tools }),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(v["choices"][0]["finish_reason"], "tool_calls");
+    let answered = json!([{ "role": "user", "content": "w?" },
+        { "role": "assistant", "tool_calls": [{ "id": "call_mock_0", "type": "function",
+          "function": { "name": WEATHER_TOOL, "arguments": "{}" } }] },
+        { "role": "tool", "tool_call_id": "call_mock_0", "content": "18C" }]);
+    let v: Value = openai_chat(
+        &m,
+        json!({ "model": "m@tools=once", "messages": answered, "tools": tools }),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(v["choices"][0]["finish_reason"], "stop");
+
+    let an_tools = json!([{ "name": WEATHER_TOOL, "input_schema": { "type": "object" } }]);
+    let an_answered = json!([{ "role": "user", "content": "w?" },
+        { "role": "assistant", "content": [{ "type": "tool_use", "id": "t", "name": WEATHER_TOOL, "input": {} }] },
+        { "role": "user", "content": [{ "type": "tool_result", "tool_use_id": "t", "content": "18C" }] }]);
+    let v: Value = anthropic(
+        &m,
+        json!({ "model": "c@tools=once", "max_tokens": 9,
+        "messages": an_answered, "tools": an_tools }),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(v["stop_reason"], "end_turn");
+
+    let g_tools = json!([{ "functionDeclarations": [{ "name": WEATHER_TOOL }] }]);
+    let g_answered = json!([{ "role": "user", "parts": [{ "text": "w?" }] },
+        { "role": "model", "parts": [{ "functionCall": { "name": WEATHER_TOOL, "args": {} } }] },
+        { "role": "user", "parts": [{ "functionResponse": { "name": WEATHER_TOOL, "response": {} } }] }]);
+    let v: Value = gemini(
+        &m,
+        "g@tools=once",
+        "generateContent",
+        json!({ "contents": g_answered, "tools": g_tools }),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert!(v["candidates"][0]["content"]["parts"][0]["text"].is_string());
+
+    let r_tools = weather_tools("function");
+    let v: Value = responses(
+        &m,
+        json!({ "model": "r@tools=once", "input": "w?", "tools": r_tools }),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(v["output"][0]["type"], "function_call");
+    let v: Value = responses(
+        &m,
+        json!({ "model": "r@tools=once", "tools": r_tools, "input": [
+        { "role": "user", "content": "w?" },
+        { "type": "function_call", "call_id": "c", "name": WEATHER_TOOL, "arguments": "{}" },
+        { "type": "function_call_output", "call_id": "c", "output": "18C" }] }),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(v["output"][0]["type"], "message");
+}

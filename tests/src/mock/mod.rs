@@ -66,6 +66,7 @@
 //! | `chunks=N` | Number of content chunks (default 3, max 10 000). |
 //! | `usage=0\|1\|force` | `0`: no usage anywhere. `1` (default): usage included; OpenAI streams only when `stream_options.include_usage` is true. `force`: OpenAI streams get the usage chunk even without `include_usage`. |
 //! | `tools=1` | When the request declares tools, answer with a call to a tool instead of text. |
+//! | `tools=once` | As `tools=1`, but only while the conversation holds no tool result (OpenAI `role: tool`, Anthropic `tool_result`, Gemini `functionResponse`, Responses `function_call_output`): an agent calls the tool once and then gets text. |
 //! | `status=CODE` | Fail with that status (400..=599) and the protocol's error body; 429 adds `retry-after: 1`. |
 //! | `hang=1` | Accept the request and never answer (until the client gives up or the server shuts down). |
 //! | `hang_after=N` | Send exactly N content chunks, then hang (stream stays open, no terminator). |
