@@ -10,6 +10,8 @@
 //! - Gemini CLI 0.61.0 (`gemini -p`): the routing `generateContent` call with a JSON
 //!   response schema in upper-case types, and the main `streamGenerateContent?alt=sse`
 //!   call with `parametersJsonSchema` tools and `thinkingLevel`.
+//! - The second request of one tool turn of each agent, recorded against the mock
+//!   upstream (`tools=once`): the call, its result and the ids that pair them.
 
 #![allow(clippy::unwrap_used, clippy::panic, clippy::indexing_slicing)]
 
@@ -173,4 +175,49 @@ fn test_gemini_cli_requests_translate_to_every_upstream() {
     assert!(!tools.is_empty());
     assert!(tools.iter().all(|t| t.function.parameters.is_some()));
     assert_every_upstream_accepts(&hub);
+}
+
+/// Each agent's second request of a tool turn (recorded against the mock upstream with
+/// `tools=once`): the call and its result stay paired through the hub.
+#[test]
+fn test_agent_tool_turns_translate_to_every_upstream() {
+    let rec = recorded("codex_exec_tool_turn.json");
+    let req: rs::ResponsesRequest = serde_json::from_value(rec["body"].clone()).unwrap();
+    let hub = ri::responses_to_hub_request(&req).unwrap();
+    assert_tool_pairing(&hub);
+    assert_every_upstream_accepts(&hub);
+
+    let rec = recorded("claude_code_tool_turn.json");
+    let req: an::MessagesRequest = serde_json::from_value(rec["body"].clone()).unwrap();
+    let hub = tan::anthropic_to_openai_request(&req).unwrap();
+    assert_tool_pairing(&hub);
+    assert_every_upstream_accepts(&hub);
+
+    let rec = recorded("gemini_cli_tool_turn.json");
+    let req: g::GenerateContentRequest = serde_json::from_value(rec["body"].clone()).unwrap();
+    let hub = gi::gemini_to_hub_request(&req, "gemini-mock", true).unwrap();
+    assert_tool_pairing(&hub);
+    assert_every_upstream_accepts(&hub);
+}
+
+/// The last assistant turn calls a tool and the following tool message answers that id.
+fn assert_tool_pairing(hub: &oa::ChatCompletionRequest) {
+    let (pos, call) = hub
+        .messages
+        .iter()
+        .enumerate()
+        .rev()
+        .find_map(|(i, m)| {
+            m.tool_calls
+                .as_ref()
+                .and_then(|c| c.first())
+                .map(|c| (i, c))
+        })
+        .expect("an assistant tool call");
+    let answer = hub
+        .messages
+        .get(pos + 1)
+        .expect("a tool result after the call");
+    assert_eq!(answer.role, oa::Role::Tool);
+    assert_eq!(answer.tool_call_id.as_deref(), Some(call.id.as_str()));
 }
