@@ -7,6 +7,7 @@
 //! time with `on_event`, call `finish` at the end of the stream; they never do I/O.
 
 pub mod anthropic;
+pub mod count_tokens;
 pub mod gemini;
 pub mod gemini_ingress;
 pub mod responses_ingress;
