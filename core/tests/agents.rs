@@ -13,7 +13,12 @@
 //! - The second request of one tool turn of each agent, recorded against the mock
 //!   upstream (`tools=once`): the call, its result and the ids that pair them.
 
-#![allow(clippy::unwrap_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use std::path::PathBuf;
 
