@@ -241,6 +241,56 @@ fn check_responses_events(events: &[rs::StreamEvent]) {
     assert!(terminal, "no terminal event");
 }
 
+/// Hub chunk sequences built from bytes, two bytes per chunk (the JSON targets rarely
+/// reach odd orders): text, reasoning and refusal deltas, tool-call heads and argument
+/// pieces for a few indexes (also interleaved), legacy function calls, choices other
+/// than 0, finish reasons and usage chunks, in any order. Every ingress translator
+/// must keep its protocol's rules.
+pub fn hub_stream(data: &[u8]) {
+    const TEXTS: [&str; 4] = ["", "a", "é\n", "{\"x\":"];
+    const NAMES: [&str; 3] = ["f", "apply_patch", "ns__g"];
+    const REASONS: [&str; 5] = ["stop", "length", "tool_calls", "content_filter", "weird"];
+    let mut chunks = Vec::new();
+    for pair in data.chunks(2) {
+        let (op, arg) = match pair {
+            [op, arg] => (*op, *arg),
+            [op] => (*op, 0),
+            _ => continue,
+        };
+        let text = TEXTS[usize::from(arg) % TEXTS.len()];
+        let index = u32::from(arg % 3);
+        let delta = match op % 10 {
+            0 => serde_json::json!({"content": text}),
+            1 => serde_json::json!({"reasoning_content": text}),
+            2 => serde_json::json!({"refusal": text}),
+            3 => serde_json::json!({"tool_calls": [{"index": index, "id": format!("call_{index}"),
+                "type": "function", "function": {"name": NAMES[usize::from(arg / 3) % 3], "arguments": ""}}]}),
+            4 => serde_json::json!({"tool_calls": [{"index": index, "function": {"arguments": text}}]}),
+            5 => serde_json::json!({"function_call": {"name": "legacy", "arguments": text}}),
+            6 => serde_json::json!({"role": "assistant", "content": ""}),
+            _ => serde_json::json!({}),
+        };
+        let mut chunk = serde_json::json!({"id": "c", "object": "chat.completion.chunk",
+            "created": 1, "model": "m",
+            "choices": [{"index": u32::from(op / 10 % 2), "delta": delta, "finish_reason": null}]});
+        match op % 10 {
+            7 => chunk["choices"][0]["finish_reason"] =
+                serde_json::json!(REASONS[usize::from(arg) % REASONS.len()]),
+            8 => {
+                chunk["choices"] = serde_json::json!([]);
+                chunk["usage"] = serde_json::json!({"prompt_tokens": arg, "completion_tokens": op,
+                    "total_tokens": u32::from(arg) + u32::from(op)});
+            }
+            _ => {}
+        }
+        if let Ok(c) = serde_json::from_value::<oa::ChatCompletionChunk>(chunk) {
+            chunks.push(c);
+        }
+    }
+    let error = data.len() % 7 == 3;
+    all_ingress(&chunks, error);
+}
+
 /// An OpenAI-compatible upstream stream: its chunks are the hub.
 pub fn stream_openai(data: &[u8]) {
     let mut chunks = Vec::new();
