@@ -14,6 +14,7 @@ source scripts/env.sh  # again: paths of freshly installed tools
 
 step "format and lints"
 cargo fmt --all -- --check
+cargo fmt --manifest-path fuzz/Cargo.toml -- --check  # its own workspace
 cargo clippy --all-targets -- -D warnings
 cargo clippy -p tollbooth-edge --target wasm32-unknown-unknown -- -D warnings
 

@@ -265,7 +265,9 @@ pub fn hub_stream(data: &[u8]) {
             2 => serde_json::json!({"refusal": text}),
             3 => serde_json::json!({"tool_calls": [{"index": index, "id": format!("call_{index}"),
                 "type": "function", "function": {"name": NAMES[usize::from(arg / 3) % 3], "arguments": ""}}]}),
-            4 => serde_json::json!({"tool_calls": [{"index": index, "function": {"arguments": text}}]}),
+            4 => {
+                serde_json::json!({"tool_calls": [{"index": index, "function": {"arguments": text}}]})
+            }
             5 => serde_json::json!({"function_call": {"name": "legacy", "arguments": text}}),
             6 => serde_json::json!({"role": "assistant", "content": ""}),
             _ => serde_json::json!({}),
@@ -274,8 +276,10 @@ pub fn hub_stream(data: &[u8]) {
             "created": 1, "model": "m",
             "choices": [{"index": u32::from(op / 10 % 2), "delta": delta, "finish_reason": null}]});
         match op % 10 {
-            7 => chunk["choices"][0]["finish_reason"] =
-                serde_json::json!(REASONS[usize::from(arg) % REASONS.len()]),
+            7 => {
+                chunk["choices"][0]["finish_reason"] =
+                    serde_json::json!(REASONS[usize::from(arg) % REASONS.len()])
+            }
             8 => {
                 chunk["choices"] = serde_json::json!([]);
                 chunk["usage"] = serde_json::json!({"prompt_tokens": arg, "completion_tokens": op,
