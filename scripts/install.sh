@@ -60,6 +60,13 @@ if ! stamp_ok venv "$py_spec" || ! [ -x "$TB_PYTHON" ]; then
   stamp_set venv "$py_spec"
 fi
 
+# 7. cargo-fuzz for `make fuzz` and the short fuzzing slice of `make test` (the targets
+#    themselves build with the nightly toolchain; scripts/fuzz.sh skips without it).
+if ! "$TB_TOOLS/cargo-fuzz/bin/cargo-fuzz" --version 2>/dev/null | grep -q "$CARGO_FUZZ_VERSION"; then
+  tb_log "installing cargo-fuzz $CARGO_FUZZ_VERSION (takes ~3 min cold)"
+  cargo install --locked cargo-fuzz --version "$CARGO_FUZZ_VERSION" --root "$TB_TOOLS/cargo-fuzz"
+fi
+
 # Java runs DynamoDB Local.
 if ! command -v java >/dev/null; then
   tb_log "installing java (for DynamoDB Local)"

@@ -14,6 +14,7 @@ source scripts/env.sh  # again: paths of freshly installed tools
 
 step "format and lints"
 cargo fmt --all -- --check
+cargo fmt --manifest-path fuzz/Cargo.toml -- --check  # its own workspace
 cargo clippy --all-targets -- -D warnings
 cargo clippy -p tollbooth-edge --target wasm32-unknown-unknown -- -D warnings
 
@@ -29,5 +30,8 @@ step "tests"
 # The worker's pure parts also build natively: its unit tests run here.
 cargo test -p tollbooth-edge --lib
 cargo test --no-fail-fast -- --test-threads="${TB_TEST_THREADS:-2}"
+
+step "fuzz: a short bounded slice of every target (make fuzz runs them longer)"
+bash scripts/fuzz.sh smoke
 
 step "all green"

@@ -26,19 +26,13 @@ fn parse<T: serde::de::DeserializeOwned>(path: &str) -> T {
     serde_json::from_value(fixture(path)).unwrap()
 }
 
-/// The `data:` payloads of an SSE fixture: events split on blank lines, data lines joined.
+/// The `data:` payloads of an SSE fixture, decoded by the production decoder.
 fn sse_data(path: &str) -> Vec<String> {
-    fixture_text(path)
-        .split("\n\n")
-        .filter_map(|event| {
-            let data: Vec<&str> = event
-                .lines()
-                .filter_map(|l| l.strip_prefix("data:"))
-                .map(|d| d.strip_prefix(' ').unwrap_or(d))
-                .collect();
-            (!data.is_empty()).then(|| data.join("\n"))
-        })
-        .collect()
+    let mut dec = tollbooth_core::sse::Decoder::new();
+    let mut events = dec.push(fixture_text(path).as_bytes());
+    events.extend(dec.finish());
+    assert_eq!(dec.dropped_events(), 0);
+    events.into_iter().map(|e| e.data).collect()
 }
 
 fn anthropic_events(path: &str) -> Vec<an::StreamEvent> {

@@ -29,19 +29,13 @@ fn json_fixture(name: &str) -> Value {
     serde_json::from_str(&read(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
-/// The `data:` payloads of an SSE fixture: events are separated by blank lines.
+/// The `data:` payloads of an SSE fixture, decoded by the production decoder.
 fn sse_data(name: &str) -> Vec<String> {
-    let text = read(name).replace("\r\n", "\n");
-    text.split("\n\n")
-        .filter_map(|event| {
-            let data: Vec<&str> = event
-                .lines()
-                .filter_map(|l| l.strip_prefix("data:"))
-                .map(|l| l.strip_prefix(' ').unwrap_or(l))
-                .collect();
-            (!data.is_empty()).then(|| data.join("\n"))
-        })
-        .collect()
+    let mut dec = tollbooth_core::sse::Decoder::new();
+    let mut events = dec.push(read(name).as_bytes());
+    events.extend(dec.finish());
+    assert_eq!(dec.dropped_events(), 0);
+    events.into_iter().map(|e| e.data).collect()
 }
 
 fn openai_request(name: &str) -> oa::ChatCompletionRequest {

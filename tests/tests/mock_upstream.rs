@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use serde_json::{json, Value};
+use tollbooth_core::sse;
 use tollbooth_tests::mock::{self, MockConfig, MockHandle};
 
 async fn start() -> MockHandle {
@@ -15,28 +16,21 @@ fn client() -> reqwest::Client {
     reqwest::Client::builder().no_proxy().build().unwrap()
 }
 
-/// `(event name, parsed data)` of every SSE event; `[DONE]` becomes `Value::String`, and data
-/// that is not JSON becomes `Value::Null`.
+/// `(event name, parsed data)` of every SSE event, decoded by the gateway's own decoder;
+/// `[DONE]` becomes `Value::String`, and data that is not JSON becomes `Value::Null`.
 fn sse_events(body: &str) -> Vec<(Option<String>, Value)> {
-    let body = body.replace("\r\n", "\n");
-    body.split("\n\n")
-        .filter(|block| !block.trim().is_empty())
-        .map(|block| {
-            let mut event = None;
-            let mut data = String::new();
-            for line in block.lines() {
-                if let Some(e) = line.strip_prefix("event: ") {
-                    event = Some(e.to_string());
-                } else if let Some(d) = line.strip_prefix("data: ") {
-                    data.push_str(d);
-                }
-            }
-            let value = if data == "[DONE]" {
-                Value::String(data)
+    let mut dec = sse::Decoder::new();
+    let mut events = dec.push(body.as_bytes());
+    events.extend(dec.finish());
+    events
+        .into_iter()
+        .map(|e| {
+            let value = if e.data == sse::DONE_DATA {
+                Value::String(e.data)
             } else {
-                serde_json::from_str(&data).unwrap_or(Value::Null)
+                serde_json::from_str(&e.data).unwrap_or(Value::Null)
             };
-            (event, value)
+            (e.event, value)
         })
         .collect()
 }
@@ -79,7 +73,7 @@ fn user(text: &str) -> Value {
 const WEATHER_TOOL: &str = "get_weather";
 
 #[tokio::test]
-async fn openai_non_stream_content_and_usage() {
+async fn test_openai_non_stream_content_and_usage() {
     let m = start().await;
     let resp = openai_chat(
         &m,
@@ -125,7 +119,7 @@ async fn openai_non_stream_content_and_usage() {
 }
 
 #[tokio::test]
-async fn openai_stream_chunks_and_include_usage() {
+async fn test_openai_stream_chunks_and_include_usage() {
     let m = start().await;
     let resp = openai_chat(
         &m,
@@ -205,7 +199,7 @@ fn openai_tools() -> Value {
 }
 
 #[tokio::test]
-async fn openai_tool_calls_stream_and_non_stream() {
+async fn test_openai_tool_calls_stream_and_non_stream() {
     let m = start().await;
     let v: Value = openai_chat(
         &m,
@@ -259,7 +253,7 @@ async fn openai_tool_calls_stream_and_non_stream() {
 }
 
 #[tokio::test]
-async fn anthropic_non_stream_and_stream() {
+async fn test_anthropic_non_stream_and_stream() {
     let m = start().await;
     let req = json!({ "model": "claude-3-5-haiku@cached=2", "max_tokens": 100, "system": "be brief",
                       "messages": [{ "role": "user", "content": [{ "type": "text", "text": "one two three" }] }] });
@@ -310,7 +304,7 @@ async fn anthropic_non_stream_and_stream() {
 }
 
 #[tokio::test]
-async fn anthropic_tool_use_and_header_errors() {
+async fn test_anthropic_tool_use_and_header_errors() {
     let m = start().await;
     let tools = json!([{ "name": WEATHER_TOOL, "input_schema": { "type": "object" } }]);
     let v: Value = anthropic(&m, json!({ "model": "claude@tools=1", "max_tokens": 10, "tools": tools, "messages": [{ "role": "user", "content": "w" }] }))
@@ -384,7 +378,7 @@ async fn anthropic_tool_use_and_header_errors() {
 }
 
 #[tokio::test]
-async fn gemini_generate_stream_and_function_call() {
+async fn test_gemini_generate_stream_and_function_call() {
     let m = start().await;
     let req = json!({ "systemInstruction": { "parts": [{ "text": "be brief" }] },
                       "contents": [{ "role": "user", "parts": [{ "text": "one two three" }] }] });
@@ -487,7 +481,7 @@ async fn gemini_generate_stream_and_function_call() {
 }
 
 #[tokio::test]
-async fn embeddings_rerank_and_models() {
+async fn test_embeddings_rerank_and_models() {
     let m = start().await;
     let c = client();
     let post = |path: &str, body: Value| {
@@ -581,7 +575,7 @@ async fn embeddings_rerank_and_models() {
 }
 
 #[tokio::test]
-async fn status_directive_gives_protocol_shaped_errors() {
+async fn test_status_directive_gives_protocol_shaped_errors() {
     let m = start().await;
     let resp = openai_chat(
         &m,
@@ -648,7 +642,7 @@ async fn status_directive_gives_protocol_shaped_errors() {
 }
 
 #[tokio::test]
-async fn fail_first_counts_per_model_string() {
+async fn test_fail_first_counts_per_model_string() {
     let m = start().await;
     let body = |model: &str| json!({ "model": model, "messages": user("x") });
     let statuses = async |model: &str, n: usize| {
@@ -702,7 +696,7 @@ async fn timed_chunks(resp: reqwest::Response) -> (Vec<(Instant, String)>, Optio
 }
 
 #[tokio::test]
-async fn reset_after_breaks_the_stream() {
+async fn test_reset_after_breaks_the_stream() {
     let m = start().await;
     let resp = openai_chat(
         &m,
@@ -734,7 +728,7 @@ async fn reset_after_breaks_the_stream() {
 }
 
 #[tokio::test]
-async fn hang_and_hang_after_until_the_client_gives_up() {
+async fn test_hang_and_hang_after_until_the_client_gives_up() {
     let m = start().await;
     let resp = client()
         .post(format!("{}/v1/chat/completions", m.base_url()))
@@ -760,7 +754,7 @@ async fn hang_and_hang_after_until_the_client_gives_up() {
 }
 
 #[tokio::test]
-async fn delay_and_ttft_pacing_is_observable() {
+async fn test_delay_and_ttft_pacing_is_observable() {
     let m = start().await;
     let sent = Instant::now();
     let resp = openai_chat(&m, json!({ "model": "gpt-4o@ttft=300,delay=200,chunks=3", "stream": true, "messages": user("x") })).await;
@@ -808,7 +802,7 @@ async fn delay_and_ttft_pacing_is_observable() {
 }
 
 #[tokio::test]
-async fn malformed_and_echo() {
+async fn test_malformed_and_echo() {
     let m = start().await;
     let text = openai_chat(
         &m,
@@ -846,7 +840,7 @@ async fn malformed_and_echo() {
 }
 
 #[tokio::test]
-async fn requests_log_records_credentials_and_clears() {
+async fn test_requests_log_records_credentials_and_clears() {
     let m = start().await;
     openai_chat(&m, json!({ "model": "gpt-4o", "messages": user("x") })).await;
     anthropic(
@@ -903,7 +897,7 @@ async fn requests_log_records_credentials_and_clears() {
 }
 
 #[tokio::test]
-async fn require_key_is_enforced_per_protocol() {
+async fn test_require_key_is_enforced_per_protocol() {
     let m = mock::spawn(MockConfig::default().require_key("good"))
         .await
         .unwrap();
@@ -952,4 +946,338 @@ async fn require_key_is_enforced_per_protocol() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 401);
+}
+
+async fn responses(m: &MockHandle, body: Value) -> reqwest::Response {
+    client()
+        .post(format!("{}/v1/responses", m.base_url()))
+        .bearer_auth("sk-test")
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+fn weather_tools(kind: &str) -> Value {
+    match kind {
+        "custom" => json!([{ "type": "web_search" }, { "type": "custom", "name": "apply_patch" }]),
+        _ => json!([{ "type": "web_search" },
+                    { "type": "function", "name": WEATHER_TOOL, "parameters": { "type": "object" } }]),
+    }
+}
+
+#[tokio::test]
+async fn test_responses_non_stream_text_tools_and_usage() {
+    let m = start().await;
+    let v: Value = responses(
+        &m,
+        json!({ "model": "gpt-5@cached=2", "instructions": "be brief",
+                "input": [{ "role": "user", "content": [{ "type": "input_text", "text": "one two three" }] }] }),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(v["object"], "response");
+    assert_eq!(v["status"], "completed");
+    assert_eq!(v["model"], "gpt-5@cached=2");
+    assert!(v["id"].as_str().unwrap().starts_with("resp_mock_"));
+    let item = &v["output"][0];
+    assert_eq!(item["type"], "message");
+    assert_eq!(item["role"], "assistant");
+    assert_eq!(item["content"][0]["type"], "output_text");
+    assert_eq!(item["content"][0]["text"], "tok0 tok1 tok2 ");
+    // "be brief" + "one two three" = 5 words.
+    assert_eq!(
+        v["usage"],
+        json!({ "input_tokens": 5, "input_tokens_details": { "cached_tokens": 2 },
+                "output_tokens": 3, "output_tokens_details": { "reasoning_tokens": 0 },
+                "total_tokens": 8 })
+    );
+
+    // A function call (hosted tools are skipped), a custom tool call, and none.
+    let v: Value = responses(
+        &m,
+        json!({ "model": "gpt-5@tools=1", "input": "weather?", "tools": weather_tools("function") }),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(v["output"][0]["type"], "function_call");
+    assert_eq!(v["output"][0]["name"], WEATHER_TOOL);
+    assert_eq!(v["output"][0]["call_id"], "call_mock_0");
+    assert_eq!(v["output"][0]["arguments"], r#"{"location":"Paris"}"#);
+    let v: Value = responses(
+        &m,
+        json!({ "model": "gpt-5@tools=1", "input": "patch it", "tools": weather_tools("custom") }),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(v["output"][0]["type"], "custom_tool_call");
+    assert_eq!(v["output"][0]["name"], "apply_patch");
+    assert_eq!(v["output"][0]["input"], r#"{"location":"Paris"}"#);
+    let v: Value = responses(
+        &m,
+        json!({ "model": "gpt-5@tools=1,usage=0", "input": "x", "tool_choice": "none",
+                "tools": weather_tools("function") }),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(v["output"][0]["type"], "message");
+    assert_eq!(v["usage"], Value::Null);
+}
+
+/// Every event carries `type` = its `event:` name and a `sequence_number` counting from 0.
+fn check_sequence(events: &[(Option<String>, Value)]) {
+    for (i, (name, data)) in events.iter().enumerate() {
+        assert_eq!(name.as_deref(), data["type"].as_str(), "{data}");
+        assert_eq!(data["sequence_number"], json!(i), "{data}");
+    }
+}
+
+#[tokio::test]
+async fn test_responses_stream_events_in_order() {
+    let m = start().await;
+    let resp = responses(
+        &m,
+        json!({ "model": "gpt-5@chunks=4", "stream": true, "input": "one two" }),
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/event-stream"));
+    let events = sse_events(&resp.text().await.unwrap());
+    check_sequence(&events);
+    let names: Vec<&str> = events.iter().map(|(n, _)| n.as_deref().unwrap()).collect();
+    assert_eq!(
+        names,
+        [
+            "response.created",
+            "response.in_progress",
+            "response.output_item.added",
+            "response.content_part.added",
+            "response.output_text.delta",
+            "response.output_text.delta",
+            "response.output_text.delta",
+            "response.output_text.delta",
+            "response.output_text.done",
+            "response.content_part.done",
+            "response.output_item.done",
+            "response.completed",
+        ]
+    );
+    let deltas: String = events
+        .iter()
+        .filter_map(|(_, v)| v["delta"].as_str())
+        .collect();
+    assert_eq!(deltas, "tok0 tok1 tok2 tok3 ");
+    let completed = &events[11].1["response"];
+    assert_eq!(completed["status"], "completed");
+    assert_eq!(completed["output"][0]["content"][0]["text"], deltas);
+    assert_eq!(completed["usage"]["input_tokens"], 2);
+    assert_eq!(completed["usage"]["output_tokens"], 4);
+    // Same response id on every lifecycle event.
+    assert_eq!(events[0].1["response"]["id"], completed["id"]);
+
+    // Tool call: the arguments stream as fragments that add up to the final arguments.
+    let resp = responses(
+        &m,
+        json!({ "model": "gpt-5@tools=1,chunks=3", "stream": true, "input": "w",
+                "tools": weather_tools("function") }),
+    )
+    .await;
+    let events = sse_events(&resp.text().await.unwrap());
+    check_sequence(&events);
+    let args: String = events
+        .iter()
+        .filter(|(n, _)| n.as_deref() == Some("response.function_call_arguments.delta"))
+        .map(|(_, v)| v["delta"].as_str().unwrap())
+        .collect();
+    assert_eq!(args, r#"{"location":"Paris"}"#);
+    let done = events
+        .iter()
+        .find(|(n, _)| n.as_deref() == Some("response.function_call_arguments.done"))
+        .unwrap();
+    assert_eq!(done.1["arguments"], args);
+    let added = &events[2].1["item"];
+    assert_eq!(added["type"], "function_call");
+    assert_eq!(added["arguments"], "");
+    let last = &events.last().unwrap().1;
+    assert_eq!(last["type"], "response.completed");
+    assert_eq!(last["response"]["output"][0]["arguments"], args);
+
+    // Custom tool input streams with its own events.
+    let resp = responses(
+        &m,
+        json!({ "model": "gpt-5@tools=1", "stream": true, "input": "p",
+                "tools": weather_tools("custom") }),
+    )
+    .await;
+    let events = sse_events(&resp.text().await.unwrap());
+    check_sequence(&events);
+    assert!(events
+        .iter()
+        .any(|(n, _)| n.as_deref() == Some("response.custom_tool_call_input.done")));
+}
+
+#[tokio::test]
+async fn test_responses_directives_and_errors() {
+    let m = start().await;
+    // Errors are in the OpenAI shape.
+    let resp = responses(&m, json!({ "model": "gpt-5@status=429", "input": "x" })).await;
+    assert_eq!(resp.status(), 429);
+    assert_eq!(resp.headers()["retry-after"], "1");
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "rate_limit_exceeded");
+    let resp = client()
+        .post(format!("{}/v1/responses", m.base_url()))
+        .json(&json!({ "model": "gpt-5", "input": "x" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    // malformed=1 inserts an unparsable event after the first delta.
+    let resp = responses(
+        &m,
+        json!({ "model": "gpt-5@malformed=1", "stream": true, "input": "x" }),
+    )
+    .await;
+    let events = sse_events(&resp.text().await.unwrap());
+    assert!(events.iter().any(|(_, v)| v.is_null()));
+    assert_eq!(
+        events.last().unwrap().0.as_deref(),
+        Some("response.completed")
+    );
+    // hang_after=1: one delta, then nothing more.
+    let resp = client()
+        .post(format!("{}/v1/responses", m.base_url()))
+        .bearer_auth("sk")
+        .timeout(Duration::from_millis(500))
+        .json(&json!({ "model": "gpt-5@hang_after=1", "stream": true, "input": "x" }))
+        .send()
+        .await
+        .unwrap();
+    let (chunks, err) = timed_chunks(resp).await;
+    assert!(err.is_some());
+    let text: String = chunks.iter().map(|(_, c)| c.as_str()).collect();
+    assert_eq!(text.matches("response.output_text.delta").count(), 2); // event: + type
+}
+
+/// The mock speaks Responses well enough for the official SDK's strict stream parser.
+#[tokio::test(flavor = "multi_thread")]
+async fn test_responses_accepted_by_the_official_openai_sdk() {
+    let m = start().await;
+    let base = format!("{}/v1", m.base_url());
+    tokio::task::block_in_place(|| {
+        let python = std::env::var("TB_PYTHON").unwrap_or_else(|_| "python3".into());
+        let script = tollbooth_tests::harness::repo_root().join("tests/python/responses_sdk.py");
+        let out = std::process::Command::new(python)
+            .arg(script)
+            .env("BASE_URL", &base)
+            .env("KEY", "sk-test")
+            .env("MODEL", "gpt-5")
+            .env("TOOL_MODEL", "gpt-5@tools=1")
+            .env("EXPECT_TEXT", "tok0 tok1 tok2 ")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+}
+
+/// `tools=once`: a tool call until the conversation carries a tool result, then text, in
+/// every protocol (what an agent's tool turn needs).
+#[tokio::test]
+async fn test_tools_once_calls_until_a_result_is_back() {
+    let m = start().await;
+    let tools =
+        json!([{ "type": "function", "function": { "name": WEATHER_TOOL, "parameters": {} } }]);
+    let first = json!([{ "role": "user", "content": "w?" }]);
+    let v: Value = openai_chat(
+        &m,
+        json!({ "model": "m@tools=once", "messages": first, "tools": tools }),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(v["choices"][0]["finish_reason"], "tool_calls");
+    let answered = json!([{ "role": "user", "content": "w?" },
+        { "role": "assistant", "tool_calls": [{ "id": "call_mock_0", "type": "function",
+          "function": { "name": WEATHER_TOOL, "arguments": "{}" } }] },
+        { "role": "tool", "tool_call_id": "call_mock_0", "content": "18C" }]);
+    let v: Value = openai_chat(
+        &m,
+        json!({ "model": "m@tools=once", "messages": answered, "tools": tools }),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(v["choices"][0]["finish_reason"], "stop");
+
+    let an_tools = json!([{ "name": WEATHER_TOOL, "input_schema": { "type": "object" } }]);
+    let an_answered = json!([{ "role": "user", "content": "w?" },
+        { "role": "assistant", "content": [{ "type": "tool_use", "id": "t", "name": WEATHER_TOOL, "input": {} }] },
+        { "role": "user", "content": [{ "type": "tool_result", "tool_use_id": "t", "content": "18C" }] }]);
+    let v: Value = anthropic(
+        &m,
+        json!({ "model": "c@tools=once", "max_tokens": 9,
+        "messages": an_answered, "tools": an_tools }),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(v["stop_reason"], "end_turn");
+
+    let g_tools = json!([{ "functionDeclarations": [{ "name": WEATHER_TOOL }] }]);
+    let g_answered = json!([{ "role": "user", "parts": [{ "text": "w?" }] },
+        { "role": "model", "parts": [{ "functionCall": { "name": WEATHER_TOOL, "args": {} } }] },
+        { "role": "user", "parts": [{ "functionResponse": { "name": WEATHER_TOOL, "response": {} } }] }]);
+    let v: Value = gemini(
+        &m,
+        "g@tools=once",
+        "generateContent",
+        json!({ "contents": g_answered, "tools": g_tools }),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert!(v["candidates"][0]["content"]["parts"][0]["text"].is_string());
+
+    let r_tools = weather_tools("function");
+    let v: Value = responses(
+        &m,
+        json!({ "model": "r@tools=once", "input": "w?", "tools": r_tools }),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(v["output"][0]["type"], "function_call");
+    let v: Value = responses(
+        &m,
+        json!({ "model": "r@tools=once", "tools": r_tools, "input": [
+        { "role": "user", "content": "w?" },
+        { "type": "function_call", "call_id": "c", "name": WEATHER_TOOL, "arguments": "{}" },
+        { "type": "function_call_output", "call_id": "c", "output": "18C" }] }),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(v["output"][0]["type"], "message");
 }

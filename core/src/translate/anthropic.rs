@@ -35,7 +35,8 @@ pub enum TranslateError {
 }
 
 impl TranslateError {
-    fn invalid(message: impl Into<String>, param: impl Into<String>) -> Self {
+    /// An invalid request caused by `param`.
+    pub fn invalid(message: impl Into<String>, param: impl Into<String>) -> Self {
         TranslateError::InvalidRequest {
             message: message.into(),
             param: Some(param.into()),
@@ -1019,6 +1020,12 @@ pub fn anthropic_to_openai_request(
         match msg.role {
             an::Role::User => user_to_openai(&msg.content, &param, &mut messages)?,
             an::Role::Assistant => messages.push(assistant_to_openai(&msg.content)),
+            an::Role::System => {
+                let text = msg.content.joined_text();
+                if !text.is_empty() {
+                    messages.push(oa::ChatMessage::text(oa::Role::System, text));
+                }
+            }
         }
     }
 

@@ -30,6 +30,9 @@ pub struct Behavior {
     pub usage: UsageMode,
     /// Answer with a tool call when tools are declared.
     pub tools: bool,
+    /// `tools=once`: only while the conversation holds no tool result yet (one agent turn
+    /// that calls a tool, then a text answer once the result is back).
+    pub tools_once: bool,
     /// Fail with this status.
     pub status: Option<u16>,
     /// Never answer.
@@ -58,6 +61,7 @@ impl Default for Behavior {
             chunks: 3,
             usage: UsageMode::On,
             tools: false,
+            tools_once: false,
             status: None,
             hang: false,
             hang_after: None,
@@ -112,7 +116,10 @@ impl Behavior {
                 _ if flag => self.usage = UsageMode::On,
                 _ => {}
             },
-            "tools" => self.tools = flag,
+            "tools" => {
+                self.tools_once = value == "once";
+                self.tools = flag || self.tools_once;
+            }
             "status" => match value.parse::<u16>() {
                 Ok(s) if (400..=599).contains(&s) => self.status = Some(s),
                 Ok(s) if s < 400 => self.status = None,

@@ -1,5 +1,5 @@
-//! Mock upstream: one HTTP server that speaks the OpenAI-compatible, Anthropic Messages and
-//! Gemini protocols, used in place of real providers by every e2e test, benchmark and the
+//! Mock upstream: one HTTP server that speaks the OpenAI-compatible (chat completions and
+//! Responses), Anthropic Messages and Gemini protocols, used in place of real providers by every e2e test, benchmark and the
 //! local demo.
 //!
 //! It is an independent implementation of the provider wire formats (it does not use
@@ -29,6 +29,7 @@
 //! | `POST /v1/rerank` | Jina / Cohere | Bearer |
 //! | `GET /v1/models` | OpenAI | Bearer |
 //! | `POST /v1/messages` | Anthropic, JSON or SSE (`"stream": true`) | `x-api-key: K` and `anthropic-version` |
+//! | `POST /v1/responses` | OpenAI Responses, JSON or typed SSE events (`"stream": true`) | Bearer |
 //! | `POST /v1beta/models/{model}:generateContent` | Gemini | `x-goog-api-key: K` or `?key=K` |
 //! | `POST /v1beta/models/{model}:streamGenerateContent?alt=sse` | Gemini SSE (without `alt=sse`: a streamed JSON array) | same |
 //! | `GET /_mock/health` | 200 `{"status":"ok"}` | none |
@@ -65,6 +66,7 @@
 //! | `chunks=N` | Number of content chunks (default 3, max 10 000). |
 //! | `usage=0\|1\|force` | `0`: no usage anywhere. `1` (default): usage included; OpenAI streams only when `stream_options.include_usage` is true. `force`: OpenAI streams get the usage chunk even without `include_usage`. |
 //! | `tools=1` | When the request declares tools, answer with a call to a tool instead of text. |
+//! | `tools=once` | As `tools=1`, but only while the conversation holds no tool result (OpenAI `role: tool`, Anthropic `tool_result`, Gemini `functionResponse`, Responses `function_call_output`): an agent calls the tool once and then gets text. |
 //! | `status=CODE` | Fail with that status (400..=599) and the protocol's error body; 429 adds `retry-after: 1`. |
 //! | `hang=1` | Accept the request and never answer (until the client gives up or the server shuts down). |
 //! | `hang_after=N` | Send exactly N content chunks, then hang (stream stays open, no terminator). |
@@ -88,8 +90,8 @@
 //!   a forced tool choice (OpenAI `tool_choice.function.name`, Anthropic
 //!   `tool_choice {"type":"tool","name"}`, Gemini `allowedFunctionNames[0]`) or else the first
 //!   declared tool; a tool choice of none (`"none"`, `{"type":"none"}`, mode `NONE`) keeps text.
-//!   Arguments are always `{"location":"Paris"}`. Ids are `call_mock_0` (OpenAI) and
-//!   `toolu_mock_0` (Anthropic). Finish reason: `tool_calls` / `tool_use` / Gemini `STOP` with
+//!   Arguments are always `{"location":"Paris"}`. Ids are `call_mock_0` (OpenAI and
+//!   Responses) and `toolu_mock_0` (Anthropic). Finish reason: `tool_calls` / `tool_use` / Gemini `STOP` with
 //!   a `functionCall` part. OpenAI and Anthropic streams split the arguments JSON into
 //!   `min(chunks, len)` fragments (each a content chunk); Gemini sends the whole
 //!   `functionCall` in one chunk.
@@ -122,6 +124,21 @@
 //!   `content_block_start`, `ping`, `content_block_delta`s (`text_delta` or
 //!   `input_json_delta`), `content_block_stop`, `message_delta` (`stop_reason`,
 //!   `usage.output_tokens` = C), `message_stop`; each with its `event:` line.
+//! * **Responses:** the response object (`resp_mock_N`) with one output item: a
+//!   `message` (`msg_mock_N`, one `output_text`), a `function_call` (`fc_mock_N`), or, when
+//!   the chosen tool is declared `"type": "custom"`, a `custom_tool_call` (`ctc_mock_N`)
+//!   whose `input` is the same text. Tools: the forced `tool_choice.name`, else the first
+//!   function or custom tool (hosted tools are ignored); `tool_choice: "none"` keeps text.
+//!   Prompt words: `instructions` plus the text of every input item (message content and
+//!   call outputs). Usage: `input_tokens` P (`cached_tokens` K), `output_tokens` C;
+//!   `usage=0` sends `"usage": null`.
+//! * **Responses stream:** `response.created`, `response.in_progress`,
+//!   `response.output_item.added`, for a message `response.content_part.added` then one
+//!   `response.output_text.delta` per content chunk, `.output_text.done`,
+//!   `.content_part.done`; for a call one `response.function_call_arguments.delta` (or
+//!   `response.custom_tool_call_input.delta`) per fragment and the `.done`; then
+//!   `response.output_item.done` and `response.completed` with the usage. Each event has
+//!   its `event:` line and a `sequence_number` counting from 0.
 //! * **Gemini stream:** one `data:` line per content chunk, each a full
 //!   `GenerateContentResponse`; the last one carries `finishReason: "STOP"` and
 //!   `usageMetadata`.

@@ -29,7 +29,7 @@ use tokio::task::{JoinHandle, JoinSet};
 
 use super::behavior::Behavior;
 use super::body::{shape_steps, ConnCtx, MockBody, Step};
-use super::protocol::{self, anthropic, gemini, openai, ChatFacts, Protocol};
+use super::protocol::{self, anthropic, gemini, openai, responses, ChatFacts, Protocol};
 use super::text;
 
 /// Requests kept by `/_mock/requests`.
@@ -298,6 +298,8 @@ enum Route {
     Rerank,
     Models,
     Messages,
+    /// OpenAI Responses; authentication and errors as OpenAI.
+    Responses,
     Gemini {
         model: String,
         stream: bool,
@@ -314,6 +316,7 @@ impl Route {
             (&Method::POST, "/v1/rerank") => Route::Rerank,
             (&Method::GET, "/v1/models") => Route::Models,
             (&Method::POST, "/v1/messages") => Route::Messages,
+            (&Method::POST, "/v1/responses") => Route::Responses,
             (&Method::POST, p) => {
                 let Some(rest) = p.strip_prefix("/v1beta/models/") else {
                     return Route::NotFound;
@@ -590,7 +593,9 @@ async fn answer(
     };
     let failure = failure.or_else(|| b.status.map(|s| (s, format!("mock status={s}"))));
     let stream = match route {
-        Route::Chat | Route::Messages => body.get("stream").and_then(Value::as_bool) == Some(true),
+        Route::Chat | Route::Messages | Route::Responses => {
+            body.get("stream").and_then(Value::as_bool) == Some(true)
+        }
         Route::Gemini { stream, .. } => *stream,
         _ => false,
     };
@@ -625,6 +630,19 @@ async fn answer(
                 stream_response("text/event-stream; charset=utf-8", steps, &b, ctx)
             } else {
                 finish_json(&anthropic::chat_json(&a, &model, &id), &b, ctx)
+            }
+        }
+        Route::Responses => {
+            let facts = responses::chat_facts(&body);
+            let a = protocol::plan(&facts, &b);
+            let id = format!("resp_mock_{seq}");
+            if stream {
+                let steps = responses::chat_stream(&a, &body, &model, &id, seq, now_secs());
+                let steps = shape_steps(steps, &b, responses::malformed_event());
+                stream_response("text/event-stream; charset=utf-8", steps, &b, ctx)
+            } else {
+                let v = responses::chat_json(&a, &body, &model, &id, seq, now_secs());
+                finish_json(&v, &b, ctx)
             }
         }
         Route::Gemini { sse, .. } => {

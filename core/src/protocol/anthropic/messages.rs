@@ -39,6 +39,30 @@ impl MessagesRequest {
     }
 }
 
+/// Body of `POST /v1/messages/count_tokens`: a Messages request without `max_tokens`
+/// and the sampling options.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CountTokensRequest {
+    pub model: String,
+    pub messages: Vec<Message>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system: Option<SystemPrompt>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tools: Option<Vec<Tool>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_choice: Option<ToolChoice>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thinking: Option<ThinkingConfig>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// Answer of `POST /v1/messages/count_tokens`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CountTokensResponse {
+    pub input_tokens: u64,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Metadata {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -77,6 +101,9 @@ impl SystemPrompt {
 pub enum Role {
     User,
     Assistant,
+    /// A system message inside `messages` (Claude Code 2.1 sends these under its
+    /// per-turn-control beta); it applies from its position on.
+    System,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -94,6 +121,21 @@ pub enum MessageContent {
 }
 
 impl MessageContent {
+    /// All text of the content: the string, or the text blocks joined with `\n\n`.
+    pub fn joined_text(&self) -> String {
+        match self {
+            MessageContent::Text(s) => s.clone(),
+            MessageContent::Blocks(blocks) => blocks
+                .iter()
+                .filter_map(|b| match b {
+                    ContentBlock::Text(t) => Some(t.text.as_str()),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+                .join("\n\n"),
+        }
+    }
+
     /// The content as blocks (a string becomes one text block).
     pub fn into_blocks(self) -> Vec<ContentBlock> {
         match self {

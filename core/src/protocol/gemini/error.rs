@@ -13,6 +13,41 @@ pub struct ErrorResponse {
     pub extra: Extra,
 }
 
+impl ErrorResponse {
+    /// The error body Google APIs send for an HTTP `status`: `code` is the status and
+    /// `status` its canonical gRPC name (`INVALID_ARGUMENT`, `UNAUTHENTICATED`, ...).
+    pub fn from_status(status: u16, message: impl Into<String>) -> Self {
+        ErrorResponse {
+            error: ErrorBody {
+                code: Some(status),
+                message: message.into(),
+                status: Some(status_name(status).to_owned()),
+                extra: Extra::new(),
+            },
+            extra: Extra::new(),
+        }
+    }
+}
+
+/// The canonical gRPC status name Google uses for an HTTP status.
+pub fn status_name(status: u16) -> &'static str {
+    match status {
+        400 => "INVALID_ARGUMENT",
+        401 => "UNAUTHENTICATED",
+        402 | 429 => "RESOURCE_EXHAUSTED",
+        403 => "PERMISSION_DENIED",
+        404 => "NOT_FOUND",
+        409 => "ABORTED",
+        413 => "INVALID_ARGUMENT",
+        499 => "CANCELLED",
+        501 => "UNIMPLEMENTED",
+        503 => "UNAVAILABLE",
+        504 => "DEADLINE_EXCEEDED",
+        s if s < 500 => "FAILED_PRECONDITION",
+        _ => "INTERNAL",
+    }
+}
+
 /// The body of a Google API error; `code` is the HTTP status, `status` the gRPC code name
 /// (`INVALID_ARGUMENT`, `RESOURCE_EXHAUSTED`, ...).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

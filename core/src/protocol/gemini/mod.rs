@@ -1,5 +1,6 @@
 //! Google Gemini (Generative Language API) wire types: `generateContent` and
-//! `streamGenerateContent` requests, responses, stream events and error bodies.
+//! `streamGenerateContent` requests, responses, stream events and error bodies, plus
+//! `countTokens` and the model list.
 //!
 //! Field names are camelCase as on the wire. Every object keeps the fields it does not
 //! model in a `#[serde(flatten)] extra` map, and enumerations keep unknown values as
@@ -9,10 +10,12 @@
 //! `x-goog-api-key` header (see `translate::gemini::upstream_path`).
 
 mod error;
+mod models;
 mod request;
 mod response;
 
-pub use error::{ErrorBody, ErrorResponse, StreamPayload};
+pub use error::{status_name, ErrorBody, ErrorResponse, StreamPayload};
+pub use models::{CountTokensRequest, CountTokensResponse, ListModelsResponse, ModelInfo};
 pub use request::{
     Blob, Content, FileData, FunctionCall, FunctionCallingConfig, FunctionCallingMode,
     FunctionDeclaration, FunctionResponse, GenerateContentRequest, GenerationConfig, Part,

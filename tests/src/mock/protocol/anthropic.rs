@@ -40,6 +40,7 @@ pub fn chat_facts(body: &Value) -> ChatFacts {
         }
     }
     facts.tool = chosen_tool(body);
+    facts.answered = super::has_tool_result(body.get("messages"));
     facts.stream = body.get("stream").and_then(Value::as_bool) == Some(true);
     facts
 }

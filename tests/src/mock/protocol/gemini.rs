@@ -55,6 +55,7 @@ pub fn chat_facts(body: &Value) -> ChatFacts {
         }
     }
     facts.tool = chosen_tool(body);
+    facts.answered = super::has_tool_result(body.get("contents"));
     facts
 }
 

@@ -1,9 +1,10 @@
-//! The three provider protocols. Each module turns a parsed request into a protocol-neutral
+//! The four provider protocols. Each module turns a parsed request into a protocol-neutral
 //! [`ChatFacts`], and renders a planned [`Answer`] as a JSON body or a list of stream steps.
 
 pub mod anthropic;
 pub mod gemini;
 pub mod openai;
+pub mod responses;
 
 use serde_json::Value;
 
@@ -41,10 +42,12 @@ pub struct ChatFacts {
     pub last_user: String,
     /// Tool to call when `tools=1` (None: no tools, or tool choice none).
     pub tool: Option<String>,
-    /// `"stream": true` (OpenAI, Anthropic).
+    /// `"stream": true` (OpenAI, Anthropic, Responses).
     pub stream: bool,
     /// OpenAI `stream_options.include_usage`.
     pub include_usage: bool,
+    /// The conversation already holds a tool result (for `tools=once`).
+    pub answered: bool,
 }
 
 /// The content of an answer.
@@ -93,9 +96,30 @@ impl Answer {
     }
 }
 
+/// Whether any item of `list` (messages, contents, input items or their content blocks)
+/// is a tool result: OpenAI `role: tool`, Anthropic `tool_result`, Gemini
+/// `functionResponse`, Responses `function_call_output`/`custom_tool_call_output`.
+pub fn has_tool_result(list: Option<&Value>) -> bool {
+    let Some(Value::Array(items)) = list else {
+        return false;
+    };
+    items.iter().any(|item| {
+        let kind = item.get("type").and_then(Value::as_str).unwrap_or("");
+        item.get("role").and_then(Value::as_str) == Some("tool")
+            || matches!(
+                kind,
+                "tool_result" | "function_call_output" | "custom_tool_call_output"
+            )
+            || item.get("functionResponse").is_some()
+            || has_tool_result(item.get("content"))
+            || has_tool_result(item.get("parts"))
+    })
+}
+
 /// Plans the answer to a chat request.
 pub fn plan(facts: &ChatFacts, b: &Behavior) -> Answer {
-    let content = match (&facts.tool, b.tools) {
+    let call = b.tools && !(b.tools_once && facts.answered);
+    let content = match (&facts.tool, call) {
         (Some(name), true) => Content::Tool {
             name: name.clone(),
             args: TOOL_ARGS.to_string(),
