@@ -1,7 +1,7 @@
 //! A client for the worker's signed internal API (docs/sync-api.md), for tests and for
-//! the admin side: every call is signed with `SYNC_SECRET` (HMAC-SHA256 over method, path
-//! with query, timestamp and the body's sha256) and mutating calls carry an idempotency
-//! key.
+//! the admin side: every call is signed with `SYNC_SECRET` (HMAC-SHA256 over method, the
+//! target host, path with query, timestamp and the body's sha256) and mutating calls
+//! carry an idempotency key.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
@@ -18,7 +18,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 use serde_json::{json, Value};
 use tollbooth_core::auth::signing::{
-    sign_request, SignedRequest, SIGNATURE_HEADER, TIMESTAMP_HEADER,
+    canonical_host, sign_request, SignedRequest, SIGNATURE_HEADER, TIMESTAMP_HEADER,
 };
 use tollbooth_core::catalogue::CatalogueSnapshot;
 use tollbooth_core::keyrecord::KeyRecord;
@@ -41,6 +41,8 @@ pub struct SyncResponse {
 #[derive(Debug, Clone)]
 pub struct RawCall {
     pub method: String,
+    /// The host the signature binds (the base URL's, unless a test changes it).
+    pub host: String,
     pub path_and_query: String,
     pub body: Vec<u8>,
     pub timestamp: u64,
@@ -101,6 +103,7 @@ impl SyncClient {
         let mutating = matches!(method, "POST" | "PUT" | "DELETE");
         let mut call = RawCall {
             method: method.to_string(),
+            host: canonical_host(&self.base_url).unwrap_or_default(),
             path_and_query: path_and_query.to_string(),
             body,
             timestamp: self.next_timestamp(),
@@ -139,6 +142,7 @@ impl SyncClient {
             &self.secret,
             &SignedRequest {
                 method: &call.method,
+                host: &call.host,
                 path_and_query: &call.path_and_query,
                 timestamp: call.timestamp,
                 body: &call.body,

@@ -211,6 +211,7 @@ async fn test_keys_members_and_catalogue_through_internal_api() {
         tpm: None,
         capture: false,
         name: Some("laptop".into()),
+        version: 0,
     };
     let r = sync.put_key(&record).await.unwrap();
     assert_eq!(r.status, 200, "{}", r.body);
@@ -403,6 +404,7 @@ impl Gateway {
             tpm,
             capture: false,
             name: None,
+            version: 0,
         };
         let r = self.sync.put_key(&record).await.unwrap();
         assert_eq!(r.status, 200, "{}", r.body);

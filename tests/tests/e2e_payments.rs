@@ -99,6 +99,7 @@ impl Ledger {
                     SYNC_SECRET.as_bytes(),
                     &SignedRequest {
                         method: parts.method.as_str(),
+                        host: &header("host").unwrap_or_default(),
                         path_and_query: &path,
                         timestamp: ts,
                         body: &body,

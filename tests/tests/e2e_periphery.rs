@@ -29,6 +29,7 @@ fn record(key: &ApiKey, role: KeyRole) -> KeyRecord {
         tpm: None,
         capture: false,
         name: None,
+        version: 0,
     }
 }
 

@@ -60,6 +60,118 @@ pub fn estimate_prompt_tokens<'a>(messages: impl IntoIterator<Item = &'a str>) -
         })
 }
 
+/// Prompt tokens counted for one image part (OpenAI `image_url`/`input_image`, Anthropic
+/// `image`, Gemini inline or file image data): about what the providers charge for a large
+/// image (Anthropic ~1,600, OpenAI high detail up to ~1,100, Gemini 258 per tile).
+pub const IMAGE_PART_TOKENS: u64 = 1_600;
+
+/// Prompt tokens counted for one file or document part (PDF and the like).
+pub const FILE_PART_TOKENS: u64 = 3_000;
+
+/// Prompt tokens counted for one audio input part.
+pub const AUDIO_PART_TOKENS: u64 = 1_600;
+
+/// The prompt of a request body, estimated two ways (see [`estimate_body`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BodyEstimate {
+    /// The realistic, conservative estimate: [`estimate_text_tokens`] of every string
+    /// and key plus one token each for the punctuation around it, one token per number,
+    /// boolean and null, per-part constants for media, plus the request and per-message
+    /// overheads.
+    pub tokens: u64,
+    /// An upper bound: one token per byte of the body (no tokenizer emits more tokens
+    /// than bytes) plus the per-part constants of its media parts.
+    pub worst: u64,
+    /// Media parts counted by constants.
+    pub media_parts: u64,
+}
+
+/// What kind of media a JSON object is, if any.
+fn media_kind(obj: &serde_json::Map<String, serde_json::Value>) -> Option<u64> {
+    let kind = obj.get("type").and_then(serde_json::Value::as_str);
+    match kind {
+        Some("image_url" | "input_image" | "image") => return Some(IMAGE_PART_TOKENS),
+        Some("input_audio" | "audio") => return Some(AUDIO_PART_TOKENS),
+        Some("file" | "input_file" | "document") => return Some(FILE_PART_TOKENS),
+        _ => {}
+    }
+    for key in ["inline_data", "inlineData", "file_data", "fileData"] {
+        if let Some(part) = obj.get(key) {
+            let mime = part
+                .get("mime_type")
+                .or_else(|| part.get("mimeType"))
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or("");
+            return Some(if mime.starts_with("image/") {
+                IMAGE_PART_TOKENS
+            } else if mime.starts_with("audio/") {
+                AUDIO_PART_TOKENS
+            } else {
+                FILE_PART_TOKENS
+            });
+        }
+    }
+    None
+}
+
+fn walk(v: &serde_json::Value, est: &mut BodyEstimate) {
+    use serde_json::Value;
+    match v {
+        // +1: the quotes and separators around it are tokens too.
+        Value::String(s) => {
+            est.tokens = est
+                .tokens
+                .saturating_add(estimate_text_tokens(s))
+                .saturating_add(1)
+        }
+        Value::Number(_) | Value::Bool(_) | Value::Null => {
+            est.tokens = est.tokens.saturating_add(1)
+        }
+        Value::Array(items) => items.iter().for_each(|i| walk(i, est)),
+        Value::Object(obj) => {
+            if let Some(constant) = media_kind(obj) {
+                est.tokens = est.tokens.saturating_add(constant);
+                est.worst = est.worst.saturating_add(constant);
+                est.media_parts = est.media_parts.saturating_add(1);
+                return;
+            }
+            for (k, v) in obj {
+                est.tokens = est
+                    .tokens
+                    .saturating_add(estimate_text_tokens(k))
+                    .saturating_add(1);
+                walk(v, est);
+            }
+        }
+    }
+}
+
+/// Estimates the prompt of a whole request body: every message, system prompt, tool
+/// definition and schema, tool-call argument and any other field the upstream may be
+/// sent, not just the message text. `body_bytes` is the length of the JSON text the
+/// value was parsed from. Media parts count as [`IMAGE_PART_TOKENS`],
+/// [`FILE_PART_TOKENS`] or [`AUDIO_PART_TOKENS`] each (their base64 data is not read).
+pub fn estimate_body(value: &serde_json::Value, body_bytes: u64) -> BodyEstimate {
+    let mut est = BodyEstimate::default();
+    walk(value, &mut est);
+    est.tokens = est.tokens.saturating_add(PER_REQUEST_OVERHEAD_TOKENS);
+    let messages = value
+        .get("messages")
+        .or_else(|| value.get("contents"))
+        .and_then(serde_json::Value::as_array)
+        .map_or(0, |m| u64::try_from(m.len()).unwrap_or(u64::MAX));
+    let overhead = PER_REQUEST_OVERHEAD_TOKENS
+        .saturating_add(messages.saturating_mul(PER_MESSAGE_OVERHEAD_TOKENS));
+    est.tokens = est
+        .tokens
+        .saturating_add(messages.saturating_mul(PER_MESSAGE_OVERHEAD_TOKENS));
+    est.worst = est
+        .worst
+        .saturating_add(body_bytes)
+        .saturating_add(overhead);
+    est
+}
+
 /// The model facts the output estimate needs (from the catalogue).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -220,6 +332,64 @@ mod tests {
         assert_eq!(est.in_unit(AllowanceUnit::Characters, &price), 200);
         assert_eq!(est.in_unit(AllowanceUnit::Requests, &price), 1);
         assert_eq!(est.in_unit(AllowanceUnit::Money, &price), 100 + 100 + 5);
+    }
+
+    fn body(v: &serde_json::Value) -> BodyEstimate {
+        let text = v.to_string();
+        estimate_body(v, text.len() as u64)
+    }
+
+    #[test]
+    fn test_body_estimate_counts_tools_schemas_and_arguments() {
+        // A 50 KB tools array next to a two-word message.
+        let props: serde_json::Map<String, serde_json::Value> = (0..600)
+            .map(|i| {
+                (
+                    format!("field_{i}"),
+                    serde_json::json!({"type": "string", "description": "a described parameter"}),
+                )
+            })
+            .collect();
+        let v = serde_json::json!({"model": "m", "messages": [{"role": "user", "content": "hi there"}],
+            "tools": [{"type": "function", "function": {"name": "f", "parameters":
+                {"type": "object", "properties": props}}}]});
+        let len = v.to_string().len() as u64;
+        assert!(len > 40_000, "{len}");
+        let est = body(&v);
+        assert!(est.tokens >= len / 4, "{} < {}", est.tokens, len / 4);
+        assert!(est.worst >= len);
+        // Tool-call arguments of earlier turns count too.
+        let args = "x".repeat(4_000);
+        let v = serde_json::json!({"messages": [{"role": "assistant", "tool_calls": [
+            {"id": "c", "type": "function", "function": {"name": "f", "arguments": args}}]}]});
+        assert!(body(&v).tokens >= 1_000);
+    }
+
+    #[test]
+    fn test_body_estimate_media_parts_by_constant_and_non_ascii_conservative() {
+        let image = serde_json::json!({"type": "image_url", "image_url": {"url": format!("data:image/png;base64,{}", "A".repeat(100_000))}});
+        let parts: Vec<_> = std::iter::repeat_n(image, 10).collect();
+        let v = serde_json::json!({"messages": [{"role": "user", "content": parts}]});
+        let est = body(&v);
+        assert_eq!(est.media_parts, 10);
+        assert!(est.tokens >= 10 * IMAGE_PART_TOKENS);
+        assert!(
+            est.tokens < 10 * IMAGE_PART_TOKENS + 100,
+            "base64 is not read"
+        );
+        assert!(est.worst >= 1_000_000);
+        // Anthropic image and document blocks, Gemini inline data.
+        let v = serde_json::json!({"messages": [{"role": "user", "content": [
+            {"type": "image", "source": {"type": "url", "url": "https://x/y.png"}},
+            {"type": "document", "source": {"type": "base64", "data": "AAAA"}}]}],
+            "contents": [{"parts": [{"inlineData": {"mimeType": "audio/wav", "data": "AA"}}]}]});
+        let est = body(&v);
+        assert_eq!(est.media_parts, 3);
+        assert!(est.tokens >= IMAGE_PART_TOKENS + FILE_PART_TOKENS + AUDIO_PART_TOKENS);
+        // CJK: one token per character, not four characters per token.
+        let cjk = "你好".repeat(500);
+        let v = serde_json::json!({"messages": [{"role": "user", "content": cjk}]});
+        assert!(body(&v).tokens >= 1_000);
     }
 
     #[test]

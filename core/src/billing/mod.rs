@@ -11,9 +11,9 @@ mod price;
 mod unit;
 
 pub use estimate::{
-    estimate_prompt_tokens, estimate_text_tokens, OutputLimits, ReservationEstimate,
-    CHARS_PER_TOKEN_ESTIMATE, DEFAULT_OUTPUT_TOKENS, PER_MESSAGE_OVERHEAD_TOKENS,
-    PER_REQUEST_OVERHEAD_TOKENS,
+    estimate_body, estimate_prompt_tokens, estimate_text_tokens, BodyEstimate, OutputLimits,
+    ReservationEstimate, AUDIO_PART_TOKENS, CHARS_PER_TOKEN_ESTIMATE, DEFAULT_OUTPUT_TOKENS,
+    FILE_PART_TOKENS, IMAGE_PART_TOKENS, PER_MESSAGE_OVERHEAD_TOKENS, PER_REQUEST_OVERHEAD_TOKENS,
 };
 pub use period::{civil_from_days, days_from_civil, days_in_month, is_leap_year, PlanPeriod};
 pub use price::{cost_micros, Price, MICROS_PER_UNIT, TOKENS_PER_PRICE_UNIT};
