@@ -140,6 +140,12 @@ impl Proc {
         matches!(self.child.try_wait(), Ok(Some(_)))
     }
 
+    /// SIGKILL to the process group at once (a crash, not a shutdown).
+    pub fn kill(&mut self) {
+        signal_group(self.pid(), libc::SIGKILL);
+        let _ = self.child.wait();
+    }
+
     /// SIGTERM to the process group, then SIGKILL if it has not exited in 10 s.
     pub fn stop(&mut self) {
         if self.exited() {
@@ -415,16 +421,52 @@ impl EdgeWorker {
             .into());
         }
 
+        let proc = spawn_dev(&config, &persist, port).await?;
+        Ok(Self {
+            base_url: format!("http://127.0.0.1:{port}"),
+            config,
+            persist,
+            proc,
+            _scratch: scratch,
+        })
+    }
+
+    /// Kills the worker (SIGKILL: in-flight requests die with it, as when an isolate is
+    /// evicted) and starts it again on the same port with the same local D1/KV state.
+    pub async fn crash_and_restart(&mut self) -> Result<(), BoxError> {
+        self.proc.kill();
+        let port = self
+            .base_url
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse::<u16>().ok())
+            .ok_or("no port in the base URL")?;
+        // workerd's children may hold the port for a moment after the kill.
+        for _ in 0..50 {
+            if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        self.proc = spawn_dev(&self.config, &self.persist, port).await?;
+        Ok(())
+    }
+}
+
+/// `wrangler dev --local` on `port` with this config and state; ready when `/health`
+/// answers 200.
+async fn spawn_dev(config: &Path, persist: &Path, port: u16) -> Result<Proc, BoxError> {
+    {
         let inspector = free_port();
         // `TB_WORKER_LOG_LEVEL=log` shows the worker's own console.log lines in the log file.
         let log_level = std::env::var("TB_WORKER_LOG_LEVEL").unwrap_or_else(|_| "warn".into());
-        let mut cmd = wrangler(&config);
+        let mut cmd = wrangler(config);
         cmd.args(["dev", "--local", "--ip", "127.0.0.1", "--port"])
             .arg(port.to_string())
             .arg("--inspector-port")
             .arg(inspector.to_string())
             .arg("--persist-to")
-            .arg(&persist)
+            .arg(persist)
             // Exposes `/__scheduled?cron=...` so tests can fire the Cron Trigger.
             .arg("--test-scheduled")
             .args([
@@ -440,15 +482,11 @@ impl EdgeWorker {
             &mut proc,
         )
         .await?;
-        Ok(Self {
-            base_url,
-            config,
-            persist,
-            proc,
-            _scratch: scratch,
-        })
+        Ok(proc)
     }
+}
 
+impl EdgeWorker {
     /// Runs a wrangler command against this instance's config and local state, e.g.
     /// `["kv", "key", "put", "--binding", "CONFIG", "k", "v"]`.
     pub fn wrangler_local(&self, args: &[&str]) -> Result<String, BoxError> {

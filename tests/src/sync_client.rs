@@ -325,8 +325,53 @@ impl SyncClient {
         .await
     }
 
-    /// Releases expired reservations now (what the scheduled sweep does).
+    /// Charges expired reservations and finishes pending settlements now (what the
+    /// scheduled handler does).
     pub async fn sweep(&self) -> Result<SyncResponse, BoxError> {
         self.request("POST", "/internal/v1/sweep", None, None).await
+    }
+
+    /// [`SyncClient::sweep`] with the ledger clock set to `now` (workers with the
+    /// `TEST_CLOCK` hook only).
+    pub async fn sweep_at(&self, now: u64) -> Result<SyncResponse, BoxError> {
+        let call = self.call("POST", "/internal/v1/sweep", None, None);
+        let method = reqwest::Method::POST;
+        let mut rb = self
+            .http
+            .request(method, format!("{}{}", self.base_url, call.path_and_query))
+            .header(TIMESTAMP_HEADER, call.timestamp.to_string())
+            .header("x-tollbooth-test-now", now.to_string());
+        if let Some(sig) = &call.signature {
+            rb = rb.header(SIGNATURE_HEADER, sig);
+        }
+        if let Some(k) = &call.idempotency_key {
+            rb = rb.header(IDEMPOTENCY_HEADER, k);
+        }
+        let resp = rb.send().await?;
+        let status = resp.status().as_u16();
+        let text = resp.text().await?;
+        Ok(SyncResponse {
+            status,
+            body: serde_json::from_str(&text).unwrap_or(Value::Null),
+            idempotent_replay: false,
+        })
+    }
+
+    /// The member's ledger audit: allowances, wallet, credits, usage-event sums and
+    /// open reservations, computed by D1 from the rows (see `crate::ledger_check`).
+    pub async fn audit(&self, member_id: &str) -> Result<SyncResponse, BoxError> {
+        self.request(
+            "GET",
+            &format!("/internal/v1/members/{member_id}/audit"),
+            None,
+            None,
+        )
+        .await
+    }
+
+    /// How many settlements are pending (failed, to be finished by the cron).
+    pub async fn pending(&self) -> Result<SyncResponse, BoxError> {
+        self.request("GET", "/internal/v1/pending", None, None)
+            .await
     }
 }

@@ -442,51 +442,80 @@ pub fn sse_bytes(events: &[sse::Event]) -> String {
     s
 }
 
-fn count(s: Option<&str>) -> u64 {
-    s.map_or(0, |s| u64::try_from(s.chars().count()).unwrap_or(u64::MAX))
+/// Generated output: characters (for characters allowances) and estimated tokens (for
+/// billing when the provider reports no usage).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Output {
+    pub chars: u64,
+    pub tokens: u64,
 }
 
-/// Characters of generated output in a chunk, for characters allowances and estimates:
-/// text, reasoning, refusals, tool-call arguments and legacy `function_call` arguments.
-pub fn chunk_chars(c: &oa::ChatCompletionChunk) -> u64 {
-    c.choices.iter().fold(0u64, |n, ch| {
+impl Output {
+    fn add(&mut self, s: Option<&str>) {
+        if let Some(s) = s {
+            self.chars = self
+                .chars
+                .saturating_add(u64::try_from(s.chars().count()).unwrap_or(u64::MAX));
+            self.tokens = self
+                .tokens
+                .saturating_add(crate::billing::estimate_text_tokens(s));
+        }
+    }
+
+    /// Adds another count.
+    pub fn merge(&mut self, other: Output) {
+        self.chars = self.chars.saturating_add(other.chars);
+        self.tokens = self.tokens.saturating_add(other.tokens);
+    }
+}
+
+/// Generated output in a chunk: text, reasoning, refusals, tool-call arguments and legacy
+/// `function_call` arguments (every field a characters allowance must count).
+pub fn chunk_output(c: &oa::ChatCompletionChunk) -> Output {
+    let mut out = Output::default();
+    for ch in &c.choices {
         let d = &ch.delta;
-        let tools = d.tool_calls.iter().flatten().fold(0u64, |n, t| {
-            n.saturating_add(count(
-                t.function.as_ref().and_then(|f| f.arguments.as_deref()),
-            ))
-        });
-        n.saturating_add(count(d.content.as_deref()))
-            .saturating_add(count(d.reasoning_content.as_deref()))
-            .saturating_add(count(d.refusal.as_deref()))
-            .saturating_add(count(
-                d.function_call
-                    .as_ref()
-                    .and_then(|f| f.arguments.as_deref()),
-            ))
-            .saturating_add(tools)
-    })
+        out.add(d.content.as_deref());
+        out.add(d.reasoning_content.as_deref());
+        out.add(d.refusal.as_deref());
+        out.add(
+            d.function_call
+                .as_ref()
+                .and_then(|f| f.arguments.as_deref()),
+        );
+        for t in d.tool_calls.iter().flatten() {
+            out.add(t.function.as_ref().and_then(|f| f.arguments.as_deref()));
+        }
+    }
+    out
 }
 
-/// Characters of generated output in a whole answer (see [`chunk_chars`]).
-pub fn response_chars(r: &oa::ChatCompletionResponse) -> u64 {
-    r.choices.iter().fold(0u64, |n, ch| {
+/// Characters of generated output in a chunk (see [`chunk_output`]).
+pub fn chunk_chars(c: &oa::ChatCompletionChunk) -> u64 {
+    chunk_output(c).chars
+}
+
+/// Generated output in a whole answer (see [`chunk_output`]).
+pub fn response_output(r: &oa::ChatCompletionResponse) -> Output {
+    let mut out = Output::default();
+    for ch in &r.choices {
         let m = &ch.message;
-        let text = m
-            .content
-            .as_ref()
-            .map_or(0, |c| count(Some(&c.joined_text())));
-        let tools = m.tool_calls.iter().flatten().fold(0u64, |n, t| {
-            n.saturating_add(count(Some(&t.function.arguments)))
-        });
-        n.saturating_add(text)
-            .saturating_add(count(m.reasoning_content.as_deref()))
-            .saturating_add(count(m.refusal.as_deref()))
-            .saturating_add(count(
-                m.function_call.as_ref().map(|f| f.arguments.as_str()),
-            ))
-            .saturating_add(tools)
-    })
+        if let Some(c) = &m.content {
+            out.add(Some(&c.joined_text()));
+        }
+        out.add(m.reasoning_content.as_deref());
+        out.add(m.refusal.as_deref());
+        out.add(m.function_call.as_ref().map(|f| f.arguments.as_str()));
+        for t in m.tool_calls.iter().flatten() {
+            out.add(Some(&t.function.arguments));
+        }
+    }
+    out
+}
+
+/// Characters of generated output in a whole answer (see [`chunk_output`]).
+pub fn response_chars(r: &oa::ChatCompletionResponse) -> u64 {
+    response_output(r).chars
 }
 
 /// A whole (non-stream) upstream answer.

@@ -48,6 +48,12 @@ pub struct Behavior {
     pub dim: Option<usize>,
     /// Echo the last user message.
     pub echo: bool,
+    /// `prompt=N`: report exactly N prompt tokens, whatever the body says.
+    pub prompt: Option<u64>,
+    /// `usage=body`: report prompt tokens for the whole request body (tools, schemas,
+    /// media by per-part constants), counted like the gateway's estimate
+    /// ([`super::text::body_prompt_tokens`]) instead of message words.
+    pub usage_body: bool,
 }
 
 impl Default for Behavior {
@@ -67,6 +73,8 @@ impl Default for Behavior {
             cached: None,
             dim: None,
             echo: false,
+            prompt: None,
+            usage_body: false,
         }
     }
 }
@@ -109,6 +117,10 @@ impl Behavior {
             "usage" => match value {
                 "0" | "false" | "off" | "no" => self.usage = UsageMode::Off,
                 "force" | "2" => self.usage = UsageMode::Force,
+                "body" => {
+                    self.usage = UsageMode::On;
+                    self.usage_body = true;
+                }
                 _ if flag => self.usage = UsageMode::On,
                 _ => {}
             },
@@ -130,7 +142,17 @@ impl Behavior {
                 }
             }
             "echo" => self.echo = flag,
+            "prompt" => self.prompt = num.or(self.prompt),
             _ => {}
+        }
+    }
+
+    /// The prompt tokens to report for a chat request whose message words are `words`.
+    pub fn prompt_tokens(&self, words: u64, body: &serde_json::Value) -> u64 {
+        match (self.prompt, self.usage_body) {
+            (Some(n), _) => n,
+            (None, true) => super::text::body_prompt_tokens(body),
+            (None, false) => words,
         }
     }
 }
@@ -157,6 +179,18 @@ mod tests {
         assert_eq!(b.usage, UsageMode::Off);
         assert!(b.tools);
         assert_eq!(b.cached, Some(4));
+    }
+
+    #[test]
+    fn prompt_and_body_usage_directives() {
+        let body = serde_json::json!({"messages": [{"role": "user", "content": "two words"}],
+            "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]});
+        let b = Behavior::from_request("m@prompt=12345", None);
+        assert_eq!(b.prompt_tokens(2, &body), 12345);
+        let b = Behavior::from_request("m@usage=body", None);
+        assert_eq!(b.usage, UsageMode::On);
+        assert!(b.prompt_tokens(2, &body) > 10, "tools count");
+        assert_eq!(Behavior::default().prompt_tokens(2, &body), 2);
     }
 
     #[test]

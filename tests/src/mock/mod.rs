@@ -74,6 +74,8 @@
 //! | `cached=N` | Report N cached prompt tokens (capped at the prompt tokens). |
 //! | `dim=N` | Embedding dimension (default: the request's `dimensions`, else 16; max 65 536). |
 //! | `echo=1` | The reply text is the last user message instead of `tok{i} `. |
+//! | `prompt=N` | Report exactly N prompt tokens, whatever the body says (a provider whose tokenizer counts more than the gateway estimated). |
+//! | `usage=body` | Usage on, with the prompt tokens of the **whole request body** (tools, schemas, system, tool-call arguments, media by the per-part constants of docs/billing.md), counted like the gateway's documented estimate ([`text::body_prompt_tokens`]), instead of message words. |
 //!
 //! For non-stream requests `hang_after`/`reset_after` send the headers (with the full
 //! `Content-Length`) and the first half of the body, then hang/reset.
@@ -93,7 +95,8 @@
 //!   a `functionCall` part. OpenAI and Anthropic streams split the arguments JSON into
 //!   `min(chunks, len)` fragments (each a content chunk); Gemini sends the whole
 //!   `functionCall` in one chunk.
-//! * **Prompt tokens** P = number of whitespace-separated words in all message text, minimum 1.
+//! * **Prompt tokens** P = number of whitespace-separated words in all message text, minimum 1
+//!   (or what `prompt=N` / `usage=body` say).
 //!   Text is: OpenAI every message `content` (string, or `text` of parts); Anthropic `system`
 //!   plus every message `content` (string, `text` blocks, and the content of `tool_result`
 //!   blocks); Gemini `systemInstruction` plus every `contents[].parts[].text`. Tool
