@@ -1353,7 +1353,7 @@ async fn test_new_catalogue_version_is_picked_up_without_restart() {
     cat["models"]
         .as_array_mut()
         .unwrap()
-        .push(json!({"name": "late-model", "deployments": [{"provider": "oa", "model": "m"}]}));
+        .push(json!({"name": "late-model", "free": true, "deployments": [{"provider": "oa", "model": "m"}]}));
     let dir = w.worker.persist.parent().unwrap().to_path_buf();
     let f = dir.join("config-v2.json");
     std::fs::write(
