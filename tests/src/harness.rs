@@ -222,6 +222,28 @@ pub async fn wait_ok(url: &str, timeout: Duration, proc: &mut Proc) -> Result<()
     .into())
 }
 
+/// Polls `url` until it answers anything (any status) or `timeout` passes.
+pub async fn wait_answer(url: &str, timeout: Duration, proc: &mut Proc) -> Result<(), BoxError> {
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if proc.exited() {
+            return Err(format!("{} exited; see {}", proc.name, proc.log.display()).into());
+        }
+        if client
+            .get(url)
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+            .is_ok()
+        {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(format!("{} not answering at {url}", proc.name).into())
+}
+
 /// Waits until something accepts TCP connections on `port`.
 pub async fn wait_tcp(port: u16, timeout: Duration, proc: &mut Proc) -> Result<(), BoxError> {
     let deadline = Instant::now() + timeout;
@@ -386,6 +408,20 @@ impl EdgeWorker {
     /// Like [`EdgeWorker::start`] on a given port: for a peer that must know the
     /// worker's URL before it starts (the admin server's `EDGE_ORIGIN`).
     pub async fn start_on(port: u16, opts: WorkerOptions) -> Result<Self, BoxError> {
+        Self::start_inner(port, opts, false).await
+    }
+
+    /// Like [`EdgeWorker::start`], ready as soon as `/health` answers at all (for
+    /// workers that are meant to be misconfigured).
+    pub async fn start_unchecked(opts: WorkerOptions) -> Result<Self, BoxError> {
+        Self::start_inner(free_port(), opts, true).await
+    }
+
+    async fn start_inner(
+        port: u16,
+        opts: WorkerOptions,
+        any_status: bool,
+    ) -> Result<Self, BoxError> {
         let root = repo_root();
         let shim = root.join("edge-worker/build/index.js");
         if !shim.exists() {
@@ -421,7 +457,7 @@ impl EdgeWorker {
             .into());
         }
 
-        let proc = spawn_dev(&config, &persist, port).await?;
+        let proc = spawn_dev(&config, &persist, port, any_status).await?;
         Ok(Self {
             base_url: format!("http://127.0.0.1:{port}"),
             config,
@@ -448,14 +484,19 @@ impl EdgeWorker {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        self.proc = spawn_dev(&self.config, &self.persist, port).await?;
+        self.proc = spawn_dev(&self.config, &self.persist, port, false).await?;
         Ok(())
     }
 }
 
 /// `wrangler dev --local` on `port` with this config and state; ready when `/health`
 /// answers 200.
-async fn spawn_dev(config: &Path, persist: &Path, port: u16) -> Result<Proc, BoxError> {
+async fn spawn_dev(
+    config: &Path,
+    persist: &Path,
+    port: u16,
+    any_status: bool,
+) -> Result<Proc, BoxError> {
     {
         let inspector = free_port();
         // `TB_WORKER_LOG_LEVEL=log` shows the worker's own console.log lines in the log file.
@@ -476,12 +517,21 @@ async fn spawn_dev(config: &Path, persist: &Path, port: u16) -> Result<Proc, Box
             ]);
         let mut proc = Proc::spawn("wrangler-dev", cmd)?;
         let base_url = format!("http://127.0.0.1:{port}");
-        wait_ok(
-            &format!("{base_url}/health"),
-            Duration::from_secs(90),
-            &mut proc,
-        )
-        .await?;
+        if any_status {
+            wait_answer(
+                &format!("{base_url}/health"),
+                Duration::from_secs(90),
+                &mut proc,
+            )
+            .await?;
+        } else {
+            wait_ok(
+                &format!("{base_url}/health"),
+                Duration::from_secs(90),
+                &mut proc,
+            )
+            .await?;
+        }
         Ok(proc)
     }
 }
@@ -524,11 +574,13 @@ fn wrangler_config(root: &Path, shim: &Path, opts: &WorkerOptions) -> String {
          [[kv_namespaces]]\nbinding = \"KEYS\"\nid = \"tollbooth-keys\"\n\n\
          [[kv_namespaces]]\nbinding = \"CONFIG\"\nid = \"tollbooth-config\"\n\n\
          [[d1_databases]]\nbinding = \"LEDGER\"\ndatabase_name = \"tollbooth-ledger\"\n\
-         database_id = \"00000000-0000-0000-0000-000000000000\"\nmigrations_dir = {}\n\n[vars]\n\
-         ENVIRONMENT = \"test\"\n",
+         database_id = \"00000000-0000-0000-0000-000000000000\"\nmigrations_dir = {}\n\n[vars]\n",
         toml_str(&shim.display().to_string()),
         toml_str(&root.join("migrations").display().to_string()),
     );
+    if !opts.vars.iter().any(|(k, _)| k == "ENVIRONMENT") {
+        s.push_str("ENVIRONMENT = \"test\"\n");
+    }
     for (k, v) in &opts.vars {
         s.push_str(&format!("{k} = {}\n", toml_str(v)));
     }

@@ -1,4 +1,5 @@
 //! Test harness.
+pub mod gateway;
 pub mod harness;
 pub mod ledger_check;
 pub mod mock;

@@ -152,7 +152,17 @@ pub async fn internal_handler(call: Call<'_>) -> Result<Response, EdgeError> {
     let rest = path.strip_prefix("/internal/v1/").unwrap_or_default();
     let segs: Vec<&str> = rest.split('/').collect();
     let ledger_now = crate::ledger::clock::now();
-    let (status, value) = route(&method, &segs, &url, &body, env, &db, ledger_now, now).await?;
+    let (status, value) = route(
+        &method,
+        &segs,
+        &url,
+        &body,
+        env,
+        &db,
+        (ledger_now, now),
+        config.usage_retention_days,
+    )
+    .await?;
     let text_body = value.to_string();
     if let Some(key) = idem_key {
         if (200..300).contains(&status) {
@@ -208,8 +218,8 @@ async fn route(
     body: &[u8],
     env: &Env,
     db: &D1Database,
-    now: u64,
-    real_now: u64,
+    (now, real_now): (u64, u64),
+    retention_days: u64,
 ) -> Result<(u16, Value), EdgeError> {
     let unavailable = internal("internal API storage unavailable");
     match (method, segs) {
@@ -278,7 +288,10 @@ async fn route(
             let finished = ledger::pending::finish_all(env, db, 100)
                 .await
                 .map_err(&unavailable)?;
-            ok(json!({ "charged": charged, "pending_finished": finished }))
+            let pruned = ledger::sweep::prune(db, now, retention_days, 5_000)
+                .await
+                .map_err(&unavailable)?;
+            ok(json!({ "charged": charged, "pending_finished": finished, "pruned": pruned }))
         }
         _ => Err(not_found("Unknown internal route.")),
     }

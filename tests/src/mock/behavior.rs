@@ -44,6 +44,8 @@ pub struct Behavior {
     pub fail_first: Option<u64>,
     /// Cached prompt tokens to report.
     pub cached: Option<u64>,
+    /// Anthropic cache-write prompt tokens to report.
+    pub cache_write: Option<u64>,
     /// Embedding dimension.
     pub dim: Option<usize>,
     /// Echo the last user message.
@@ -71,6 +73,7 @@ impl Default for Behavior {
             malformed: false,
             fail_first: None,
             cached: None,
+            cache_write: None,
             dim: None,
             echo: false,
             prompt: None,
@@ -136,6 +139,7 @@ impl Behavior {
             "malformed" => self.malformed = flag,
             "fail_first" => self.fail_first = num.or(self.fail_first),
             "cached" => self.cached = num.or(self.cached),
+            "cache_write" => self.cache_write = num.or(self.cache_write),
             "dim" => {
                 if let Some(d) = size.filter(|d| *d > 0) {
                     self.dim = Some(d.min(MAX_DIM));

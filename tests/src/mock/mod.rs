@@ -72,6 +72,7 @@
 //! | `malformed=1` | Stream: an invalid SSE event (truncated JSON) right after the first content chunk, then the stream continues normally. Non-stream: a 200 body that is truncated JSON. |
 //! | `fail_first=N` | The first N requests with this exact counter key fail with 500, later ones succeed. The key is the full model string, plus `#` and the `x-mock` header value when that header is present. |
 //! | `cached=N` | Report N cached prompt tokens (capped at the prompt tokens). |
+//! | `cache_write=N` | Anthropic: report N `cache_creation_input_tokens` (capped at the prompt tokens left after `cached`); `input_tokens` shrinks by as much. |
 //! | `dim=N` | Embedding dimension (default: the request's `dimensions`, else 16; max 65 536). |
 //! | `echo=1` | The reply text is the last user message instead of `tok{i} `. |
 //! | `prompt=N` | Report exactly N prompt tokens, whatever the body says (a provider whose tokenizer counts more than the gateway estimated). |
