@@ -23,6 +23,8 @@ fn catalogue(mock: &str) -> Value {
         "providers": [
             {"id": "oa", "kind": "openai", "base_url": format!("{mock}/v1"),
              "credentials": [{"id": "oa-1", "secret": "sk-upstream-disconnect"}]},
+            {"id": "quiet", "kind": "openai", "base_url": format!("{mock}/v1"), "timeout_ms": 4000,
+             "credentials": [{"id": "q-1", "secret": "sk-upstream-quiet"}]},
             {"id": "slowpoke", "kind": "openai", "base_url": format!("{mock}/v1"), "timeout_ms": 1000,
              "credentials": [{"id": "sp-1", "secret": "sk-upstream-sp"}, {"id": "sp-2", "secret": "sk-upstream-sp"}]},
         ],
@@ -31,6 +33,7 @@ fn catalogue(mock: &str) -> Value {
             model("long", "oa", "gpt-up@chunks=400,delay=50"),
             model("medium", "oa", "gpt-up@chunks=60,delay=200"),
             model("late", "slowpoke", "gpt-up@ttft=3000"),
+            model("silent", "quiet", "gpt-up@hang_after=2"),
             {"name": "emb", "kind": "embedding", "deployments": [{"provider": "oa", "model": "text-emb"}],
              "price": {"input_per_mtok": 1_000_000}},
             {"name": "emb-400", "kind": "embedding", "deployments": [{"provider": "oa", "model": "text-emb@status=400"}],
@@ -150,6 +153,22 @@ async fn test_long_stream_keeps_its_reservation_alive() {
     assert_eq!(ev[0]["status"], "ok");
     assert_eq!(ev[0]["estimated"], 0, "{}", ev[0]);
     assert_eq!(ev[0]["output_tokens"], 60);
+
+    // Heartbeats (every 2 s here) do not hide an upstream that went silent: after its
+    // 4 s of idleness the stream ends with an error and bills what was produced.
+    let t0 = Instant::now();
+    let r = gw
+        .post("/v1/chat/completions", &key, &stream_body("silent"))
+        .await;
+    let text = r.text().await.unwrap();
+    assert!(t0.elapsed() < Duration::from_secs(15), "{:?}", t0.elapsed());
+    assert!(text.contains("\"error\""), "{text}");
+    assert!(!text.contains("[DONE]"));
+    gw.settled("m-long").await;
+    let ev = gw.events("m-long").await;
+    let silent = ev.iter().find(|e| e["status"] == "upstream_error").unwrap();
+    assert_eq!(silent["estimated"], 1);
+    assert!(silent["output_tokens"].as_i64().unwrap() > 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -238,6 +238,9 @@ pub async fn pump<S: Sink>(
     let mut events = Vec::new();
     // (message, already forwarded to the client as the upstream's own error event)
     let mut error: Option<(String, bool)> = None;
+    // Idleness is measured from the last bytes, not from the last wake-up (heartbeats
+    // wake the loop without data).
+    let mut last_data = clock_ms();
 
     let mut deliver = |d: Decoded,
                        encoder: &mut HubEncoder,
@@ -274,7 +277,8 @@ pub async fn pump<S: Sink>(
                     next_heartbeat = Some(now_ms().saturating_add(every));
                 }
             }
-            let mut wait = up.idle_ms;
+            let idle_left = (up.idle_ms as f64 - (clock_ms() - last_data)).max(1.0) as u64;
+            let mut wait = idle_left;
             if let Some(deadline) = drain_deadline {
                 let left = deadline - clock_ms();
                 if left <= 0.0 {
@@ -309,6 +313,7 @@ pub async fn pump<S: Sink>(
                     break;
                 }
                 Some(Some(Ok(bytes))) => {
+                    last_data = clock_ms();
                     if disconnected {
                         drained += bytes.len();
                         if drained > DRAIN_LIMIT_BYTES {
