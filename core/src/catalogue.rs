@@ -4,7 +4,14 @@
 //!
 //! Virtual model names (what members ask for) map to one or more deployments (a
 //! provider plus the upstream's model name, with a weight). A provider with
-//! `prefix_routing` also serves `<provider id>/<upstream model>` directly.
+//! `prefix_routing` (off by default) also serves `<provider id>/<upstream model>`
+//! directly, priced as the enabled catalogue model deploying that upstream model, else
+//! at the provider's `default_price`, else not at all.
+//!
+//! No free path (issue 10, invariant 1): a disabled model is unreachable by every path
+//! (its name, its aliases, and a prefix route to its deployment), and
+//! [`Resolved::unpriced`] tells admission to refuse a zero price unless the operator
+//! marked the model `free`.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -94,9 +101,14 @@ pub struct Provider {
     /// Query parameters appended to every upstream URL (Azure `api-version`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub query: BTreeMap<String, String>,
-    /// Serve `<id>/<model>` for any model of this provider.
+    /// Serve `<id>/<model>` for models of this provider (off unless set). Such a route is
+    /// priced as the enabled catalogue model that deploys `<model>` on this provider, else
+    /// at `default_price`; without either it does not resolve.
     #[serde(default)]
     pub prefix_routing: bool,
+    /// The price of prefix routes to upstream models no catalogue model deploys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_price: Option<Price>,
     /// Give up on an attempt after this long without response headers.
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
@@ -175,6 +187,10 @@ pub struct Model {
     pub owned_by: Option<String>,
     #[serde(default = "yes")]
     pub enabled: bool,
+    /// The operator serves this model at price zero on purpose. A zero-priced model
+    /// without this flag is refused at admission.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub free: bool,
 }
 
 fn default_max_output() -> u64 {
@@ -271,14 +287,36 @@ pub struct Target<'a> {
     pub weight: u32,
 }
 
-/// A resolved request model: the catalogue entry (absent for provider-prefix routes)
-/// and its deployments.
+/// A resolved request model: the catalogue entry (for a prefix route, the catalogue
+/// model deploying that upstream model, if any), its price and its deployments.
 #[derive(Debug, Clone)]
 pub struct Resolved<'a> {
-    /// The virtual name the request is billed and permitted under.
+    /// The virtual name the request is billed and permitted under (for a prefix route,
+    /// the `<provider>/<model>` the caller asked for).
     pub name: &'a str,
     pub model: Option<&'a Model>,
+    /// What the request is billed at.
+    pub price: Price,
+    /// The operator marked the model free.
+    pub free: bool,
     pub targets: Vec<Target<'a>>,
+}
+
+impl Resolved<'_> {
+    /// Priced at zero without the operator's `free` mark: admission refuses it.
+    pub fn unpriced(&self) -> bool {
+        self.price.is_zero() && !self.free
+    }
+
+    /// The model's output cap (none for a prefix route priced by the provider default).
+    pub fn max_output_tokens(&self) -> Option<u64> {
+        self.model.map(|m| m.max_output_tokens)
+    }
+
+    /// The model's kind (a prefix route priced by the provider default is a chat model).
+    pub fn kind(&self) -> ModelKind {
+        self.model.map_or(ModelKind::Chat, |m| m.kind)
+    }
 }
 
 /// A validated catalogue with lookup indexes.
@@ -386,10 +424,15 @@ impl Catalogue {
     }
 
     /// Resolves what a request asked for: a virtual name or alias first, then
-    /// `<provider>/<model>` for providers with prefix routing. Disabled models and
-    /// providers resolve to nothing.
+    /// `<provider>/<model>` for providers with prefix routing (see the module docs).
+    /// Disabled models and providers resolve to nothing, by every path: a name that
+    /// belongs to a disabled model never falls through to a prefix route, and a prefix
+    /// route to a disabled model's deployment does not resolve.
     pub fn resolve<'a>(&'a self, requested: &'a str) -> Option<Resolved<'a>> {
-        if let Some(model) = self.model(requested).filter(|m| m.enabled) {
+        if let Some(model) = self.model(requested) {
+            if !model.enabled {
+                return None;
+            }
             let targets: Vec<Target<'a>> = model
                 .deployments
                 .iter()
@@ -408,6 +451,8 @@ impl Catalogue {
             return Some(Resolved {
                 name: &model.name,
                 model: Some(model),
+                price: model.price,
+                free: model.free,
                 targets,
             });
         }
@@ -418,9 +463,27 @@ impl Catalogue {
         if upstream_model.is_empty() {
             return None;
         }
+        let deploying: Vec<&Model> = self
+            .snapshot
+            .models
+            .iter()
+            .filter(|m| {
+                m.deployments
+                    .iter()
+                    .any(|d| d.provider == provider.id && d.model == upstream_model)
+            })
+            .collect();
+        let (model, price, free) = match deploying.iter().find(|m| m.enabled) {
+            Some(m) => (Some(*m), m.price, m.free),
+            // Only disabled models deploy it: the operator switched it off.
+            None if !deploying.is_empty() => return None,
+            None => (None, provider.default_price?, false),
+        };
         Some(Resolved {
             name: requested,
-            model: None,
+            model,
+            price,
+            free,
             targets: vec![Target {
                 provider,
                 upstream_model,
@@ -478,14 +541,73 @@ mod tests {
     }
 
     #[test]
-    fn test_provider_prefix_routing() {
+    fn test_provider_prefix_routing_priced_or_refused() {
         let c = Catalogue::new(serde_json::from_value(sample()).unwrap()).unwrap();
-        let r = c.resolve("oa/gpt-4.1").unwrap();
-        assert!(r.model.is_none());
-        assert_eq!(r.targets[0].upstream_model, "gpt-4.1");
+        // Deployed by the enabled catalogue model `writer`: its price.
+        let r = c.resolve("oa/gpt-4o-mini").unwrap();
+        assert_eq!(r.name, "oa/gpt-4o-mini");
+        assert_eq!(r.model.unwrap().name, "writer");
+        assert_eq!(r.price.input_per_mtok, 150_000);
+        assert!(!r.unpriced());
+        // In no catalogue model and no provider default price: not reachable.
+        assert!(c.resolve("oa/o1-pro").is_none());
         assert!(c.resolve("an/claude").is_none(), "disabled provider");
         assert!(c.resolve("oa/").is_none());
         assert!(c.resolve("nope").is_none());
+        // With a provider default price it resolves at that price.
+        let mut v = sample();
+        v["providers"][0]["default_price"] = json!({"input_per_mtok": 5, "output_per_mtok": 9});
+        let c = Catalogue::new(serde_json::from_value(v).unwrap()).unwrap();
+        let r = c.resolve("oa/o1-pro").unwrap();
+        assert!(r.model.is_none());
+        assert_eq!(r.price.output_per_mtok, 9);
+        assert_eq!(r.targets[0].upstream_model, "o1-pro");
+    }
+
+    #[test]
+    fn test_prefix_routing_is_off_by_default() {
+        let mut v = sample();
+        v["providers"][0]
+            .as_object_mut()
+            .unwrap()
+            .remove("prefix_routing");
+        v["providers"][0]["default_price"] = json!({"input_per_mtok": 5});
+        let c = Catalogue::new(serde_json::from_value(v).unwrap()).unwrap();
+        assert!(c.resolve("oa/gpt-4o-mini").is_none());
+        assert!(c.resolve("oa/o1-pro").is_none());
+    }
+
+    #[test]
+    fn test_disabled_model_unreachable_by_every_path() {
+        let mut v = sample();
+        v["models"][0]["enabled"] = json!(false);
+        v["providers"][0]["default_price"] = json!({"input_per_mtok": 5});
+        // A provider id that is also a model name must not fall through either.
+        let c = Catalogue::new(serde_json::from_value(v).unwrap()).unwrap();
+        assert!(c.resolve("writer").is_none());
+        assert!(c.resolve("writer-pro").is_none());
+        assert!(
+            c.resolve("oa/gpt-4o-mini").is_none(),
+            "prefix route to a disabled model's deployment"
+        );
+        let mut v = sample();
+        v["models"][0]["name"] = json!("oa/gpt-4o-mini");
+        v["models"][0]["enabled"] = json!(false);
+        v["providers"][0]["default_price"] = json!({"input_per_mtok": 5});
+        let c = Catalogue::new(serde_json::from_value(v).unwrap()).unwrap();
+        assert!(c.resolve("oa/gpt-4o-mini").is_none());
+    }
+
+    #[test]
+    fn test_zero_price_is_unpriced_unless_free() {
+        let c = Catalogue::new(serde_json::from_value(sample()).unwrap()).unwrap();
+        let r = c.resolve("emb").unwrap();
+        assert!(r.unpriced());
+        let mut v = sample();
+        v["models"][1]["free"] = json!(true);
+        let c = Catalogue::new(serde_json::from_value(v).unwrap()).unwrap();
+        let r = c.resolve("emb").unwrap();
+        assert!(r.free && !r.unpriced());
     }
 
     #[test]

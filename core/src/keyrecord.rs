@@ -1,5 +1,9 @@
 //! The member API key record the edge keeps in KV `KEYS` under `key:<public id>`.
 //! Only the secret's hash is stored; the full key is shown to its owner once.
+//!
+//! Records carry a `version` set by the control plane: the edge never lets a lower
+//! version overwrite a higher one, and a revoked key is kept as a tombstone
+//! (`status: revoked`) that no later write can bring back.
 
 use serde::{Deserialize, Serialize};
 
@@ -11,6 +15,8 @@ pub enum KeyStatus {
     #[default]
     Active,
     Disabled,
+    /// A tombstone: the key was revoked and can never become active again.
+    Revoked,
 }
 
 /// Who holds the key: members call models; operators may also use the dynamic
@@ -49,6 +55,13 @@ pub struct KeyRecord {
     pub capture: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// Monotonic version from the control plane (0 for records written before versions).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub version: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 /// Why a presented key is refused.
@@ -57,6 +70,7 @@ pub enum KeyRejection {
     BadSecret,
     Disabled,
     Expired,
+    Revoked,
 }
 
 impl KeyRecord {
@@ -70,8 +84,10 @@ impl KeyRecord {
         if !verify_secret(secret, &self.secret_hash) {
             return Err(KeyRejection::BadSecret);
         }
-        if self.status == KeyStatus::Disabled {
-            return Err(KeyRejection::Disabled);
+        match self.status {
+            KeyStatus::Active => {}
+            KeyStatus::Disabled => return Err(KeyRejection::Disabled),
+            KeyStatus::Revoked => return Err(KeyRejection::Revoked),
         }
         if self.expires_at.is_some_and(|t| now >= t) {
             return Err(KeyRejection::Expired);
@@ -99,6 +115,7 @@ mod tests {
             tpm: None,
             capture: false,
             name: None,
+            version: 0,
         }
     }
 
@@ -114,5 +131,7 @@ mod tests {
         );
         r.status = KeyStatus::Disabled;
         assert_eq!(r.check(key.secret(), 1), Err(KeyRejection::Disabled));
+        r.status = KeyStatus::Revoked;
+        assert_eq!(r.check(key.secret(), 1), Err(KeyRejection::Revoked));
     }
 }

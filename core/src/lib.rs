@@ -11,6 +11,7 @@ pub mod catalogue;
 pub mod error;
 pub mod keyrecord;
 pub mod protocol;
+pub mod provider;
 pub mod routing;
 pub mod sse;
 pub mod ssrf;

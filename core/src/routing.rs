@@ -308,9 +308,93 @@ pub fn counts_against_health(failure: AttemptFailure) -> bool {
     }
 }
 
+/// What to do after an upstream attempt failed, before anything reached the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterFailure {
+    /// Try the next candidate.
+    TryNext,
+    /// Answer the caller with this failure.
+    Stop,
+}
+
+/// The retry rule of the attempt loop: connect errors, 429 and 5xx try the next candidate,
+/// and so do 401/403 (they are about *our* credential, another may work). A timeout
+/// **stops**: the request was sent and the provider may be generating (and billing) it,
+/// so a retry would not be free; the caller is answered 504 and billed the reservation.
+/// Other 4xx are the caller's and stop.
+pub fn after_failure(failure: AttemptFailure) -> AfterFailure {
+    match failure {
+        AttemptFailure::Connect => AfterFailure::TryNext,
+        AttemptFailure::Timeout => AfterFailure::Stop,
+        AttemptFailure::Status(s) if is_retryable(failure, false) || matches!(s, 401 | 403) => {
+            AfterFailure::TryNext
+        }
+        AttemptFailure::Status(_) => AfterFailure::Stop,
+    }
+}
+
+/// The candidates of one request, in the order to try them: a weighted order over the
+/// deployments, and within each a weighted order over its credentials; then every
+/// credential whose breaker is open (or whose last health check failed) moved after all
+/// healthy ones, keeping their relative order. `deployments[i]` is the deployment's
+/// weight and its credentials as `(weight, available)`. Returns `(deployment,
+/// credential)` index pairs.
+pub fn candidate_order(
+    deployments: &[(u32, Vec<(u32, bool)>)],
+    mut random: impl FnMut() -> u64,
+) -> Vec<(usize, usize, bool)> {
+    let weights: Vec<u32> = deployments.iter().map(|(w, _)| *w).collect();
+    let mut out = Vec::new();
+    for di in weighted_order(&weights, random()) {
+        let Some((_, creds)) = deployments.get(di) else {
+            continue;
+        };
+        let cw: Vec<u32> = creds.iter().map(|(w, _)| *w).collect();
+        let available: Vec<bool> = creds.iter().map(|(_, a)| *a).collect();
+        for ci in fallback_order(&cw, &available, random(), OpenBreakers::Last) {
+            let ok = available.get(ci).copied().unwrap_or(true);
+            out.push((di, ci, ok));
+        }
+    }
+    // Stable: healthy credentials of every deployment before any open breaker.
+    out.sort_by_key(|&(_, _, ok)| !ok);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn test_candidate_order_puts_open_breakers_last_across_deployments() {
+        let deployments = vec![(1, vec![(1, false), (1, true)]), (1, vec![(1, true)])];
+        let mut n = 0u64;
+        let order = candidate_order(&deployments, || {
+            n += 1;
+            n.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+        });
+        assert_eq!(order.len(), 3);
+        assert!(order.iter().take(2).all(|c| c.2), "{order:?}");
+        assert_eq!(order.last(), Some(&(0, 0, false)));
+    }
+
+    #[test]
+    fn test_after_failure_never_retries_a_timeout() {
+        assert_eq!(
+            after_failure(AttemptFailure::Connect),
+            AfterFailure::TryNext
+        );
+        assert_eq!(after_failure(AttemptFailure::Timeout), AfterFailure::Stop);
+        for s in [401, 403, 429, 500, 503] {
+            assert_eq!(
+                after_failure(AttemptFailure::Status(s)),
+                AfterFailure::TryNext
+            );
+        }
+        for s in [400, 404, 413, 422] {
+            assert_eq!(after_failure(AttemptFailure::Status(s)), AfterFailure::Stop);
+        }
+    }
 
     /// Deterministic LCG producing full-range u64s.
     struct Lcg(u64);

@@ -125,6 +125,7 @@ const SYNC_SECRET: &[u8] = b"sync-secret-0123456789abcdef0123";
 fn request(body: &[u8]) -> SignedRequest<'_> {
     SignedRequest {
         method: "post",
+        host: "edge.example.com",
         path_and_query: "/internal/v1/keys?op=upsert",
         timestamp: 1_700_000_000,
         body,
@@ -145,9 +146,9 @@ fn test_request_sign_verify_round_trip() {
         ..req
     };
     assert!(verify_request(SYNC_SECRET, &upper, &sig.to_uppercase(), 1_700_000_000, 300).is_ok());
-    assert!(req
-        .canonical_string()
-        .starts_with("TOLLBOOTH-HMAC-SHA256\nPOST\n/internal/v1/keys?op=upsert\n1700000000\n"));
+    assert!(req.canonical_string().starts_with(
+        "TOLLBOOTH-HMAC-SHA256\nPOST\nedge.example.com\n/internal/v1/keys?op=upsert\n1700000000\n"
+    ));
 }
 
 #[test]
@@ -163,6 +164,11 @@ fn test_request_tampering_each_part_rejected() {
         },
         SignedRequest {
             path_and_query: "/internal/v1/keys?op=delete",
+            ..req
+        },
+        // Another environment sharing the secret: the host is signed.
+        SignedRequest {
+            host: "staging.example.com",
             ..req
         },
         SignedRequest {

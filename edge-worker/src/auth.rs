@@ -1,13 +1,16 @@
-//! Member authentication: `Authorization: Bearer sk-<id>-<secret>` or `x-api-key` (what
-//! the Anthropic SDK sends), looked up in KV `KEYS` by public id and checked against the
-//! stored hash in constant time. Records and member suspension state are cached in the
-//! isolate for `KEY_CACHE_TTL_MS`, so a revocation reaches the edge within seconds.
+//! Member authentication and the KV `KEYS` store: `Authorization: Bearer
+//! sk-<id>-<secret>` or `x-api-key` (what the Anthropic SDK sends), looked up by public
+//! id (`key:<id>`) and checked against the stored hash in constant time; the member
+//! record (`member:<id>`) says whether the member is suspended. Records are cached in
+//! the isolate for `KEY_CACHE_TTL_MS`; KV itself is eventually consistent (up to about
+//! 60 s), so a revocation or suspension takes effect within that plus the cache TTL.
+//! A revoked key is a tombstone record (`status: revoked`), answered like an unknown key.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tollbooth_core::auth::{bearer_token, ApiKey};
 use tollbooth_core::error::GatewayError;
 use tollbooth_core::keyrecord::{KeyRecord, KeyRejection};
@@ -26,6 +29,44 @@ struct Cached<T> {
 thread_local! {
     static KEYS: RefCell<HashMap<String, Cached<Option<Rc<KeyRecord>>>>> = RefCell::new(HashMap::new());
     static MEMBERS: RefCell<HashMap<String, Cached<bool>>> = RefCell::new(HashMap::new());
+}
+
+/// The member record in KV `KEYS` under `member:<id>`: status (suspended members' keys
+/// are refused at the edge), the profile shown by `/v1/user-profile`, and the version
+/// the control plane wrote it at (a lower version never overwrites a higher one).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberRecord {
+    pub member_id: String,
+    #[serde(default = "active")]
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// Subscription expiry (unix seconds), shown as `expire_at`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan_expires_at: Option<u64>,
+    #[serde(default)]
+    pub version: u64,
+}
+
+fn active() -> String {
+    "active".into()
+}
+
+impl MemberRecord {
+    pub fn kv_key(member_id: &str) -> String {
+        format!("member:{member_id}")
+    }
+}
+
+/// Reads a member record (none if never pushed).
+pub async fn member_record(env: &Env, member_id: &str) -> worker::Result<Option<MemberRecord>> {
+    Ok(env
+        .kv("KEYS")?
+        .get(&MemberRecord::kv_key(member_id))
+        .json()
+        .await?)
 }
 
 #[derive(Deserialize)]
@@ -112,7 +153,7 @@ impl<'a> KvKeyStore<'a> {
             .kv("KEYS")
             .map_err(|_| GatewayError::internal("key store unavailable"))?;
         let text = kv
-            .get(&format!("member:{member_id}"))
+            .get(&MemberRecord::kv_key(member_id))
             .text()
             .await
             .map_err(|_| GatewayError::internal("key store unavailable"))?;
@@ -171,7 +212,10 @@ pub async fn authenticate(
         .ok_or_else(GatewayError::invalid_api_key)?;
     match record.check(key.secret(), now_s()) {
         Ok(()) => {}
-        Err(KeyRejection::BadSecret) => return Err(GatewayError::invalid_api_key()),
+        // A revoked key looks like an unknown one.
+        Err(KeyRejection::BadSecret | KeyRejection::Revoked) => {
+            return Err(GatewayError::invalid_api_key())
+        }
         Err(KeyRejection::Disabled) => {
             return Err(GatewayError::permission_denied(
                 "This API key is disabled.",

@@ -1073,6 +1073,7 @@ async fn pull_models<S: ItemStore, E>(
                         max_output_tokens: 16_384,
                         owned_by: Some(p.id.clone()),
                         enabled: false,
+                        free: false,
                     },
                     pulled_from: Some(p.id.clone()),
                     removed: false,
@@ -1225,6 +1226,7 @@ pub async fn publish<S: ItemStore, E: EdgeSync>(st: &AppState<S, E>, now: u64) -
             headers: p.headers.clone(),
             query: BTreeMap::new(),
             prefix_routing: p.prefix_routing,
+            default_price: None,
             timeout_ms: 60_000,
             enabled: p.enabled,
         });

@@ -406,6 +406,7 @@ pub async fn key_record<S: ItemStore>(
         tpm: None,
         capture: false,
         name: Some(key.name.clone()),
+        version: 0,
     })
 }
 

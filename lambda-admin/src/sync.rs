@@ -180,10 +180,12 @@ impl EdgeSync for HttpEdgeSync {
             .map(|b| b.to_string().into_bytes())
             .unwrap_or_default();
         let ts = self.timestamp_for(&call, &body);
+        let host = tollbooth_core::auth::canonical_host(origin).unwrap_or_default();
         let sig = sign_request(
             &self.secret,
             &SignedRequest {
                 method: call.method,
+                host: &host,
                 path_and_query: &call.path,
                 timestamp: ts,
                 body: &body,

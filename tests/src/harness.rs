@@ -140,6 +140,12 @@ impl Proc {
         matches!(self.child.try_wait(), Ok(Some(_)))
     }
 
+    /// SIGKILL to the process group at once (a crash, not a shutdown).
+    pub fn kill(&mut self) {
+        signal_group(self.pid(), libc::SIGKILL);
+        let _ = self.child.wait();
+    }
+
     /// SIGTERM to the process group, then SIGKILL if it has not exited in 10 s.
     pub fn stop(&mut self) {
         if self.exited() {
@@ -214,6 +220,28 @@ pub async fn wait_ok(url: &str, timeout: Duration, proc: &mut Proc) -> Result<()
         proc.log.display()
     )
     .into())
+}
+
+/// Polls `url` until it answers anything (any status) or `timeout` passes.
+pub async fn wait_answer(url: &str, timeout: Duration, proc: &mut Proc) -> Result<(), BoxError> {
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if proc.exited() {
+            return Err(format!("{} exited; see {}", proc.name, proc.log.display()).into());
+        }
+        if client
+            .get(url)
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+            .is_ok()
+        {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(format!("{} not answering at {url}", proc.name).into())
 }
 
 /// Waits until something accepts TCP connections on `port`.
@@ -380,6 +408,20 @@ impl EdgeWorker {
     /// Like [`EdgeWorker::start`] on a given port: for a peer that must know the
     /// worker's URL before it starts (the admin server's `EDGE_ORIGIN`).
     pub async fn start_on(port: u16, opts: WorkerOptions) -> Result<Self, BoxError> {
+        Self::start_inner(port, opts, false).await
+    }
+
+    /// Like [`EdgeWorker::start`], ready as soon as `/health` answers at all (for
+    /// workers that are meant to be misconfigured).
+    pub async fn start_unchecked(opts: WorkerOptions) -> Result<Self, BoxError> {
+        Self::start_inner(free_port(), opts, true).await
+    }
+
+    async fn start_inner(
+        port: u16,
+        opts: WorkerOptions,
+        any_status: bool,
+    ) -> Result<Self, BoxError> {
         let root = repo_root();
         let shim = root.join("edge-worker/build/index.js");
         if !shim.exists() {
@@ -415,16 +457,57 @@ impl EdgeWorker {
             .into());
         }
 
+        let proc = spawn_dev(&config, &persist, port, any_status).await?;
+        Ok(Self {
+            base_url: format!("http://127.0.0.1:{port}"),
+            config,
+            persist,
+            proc,
+            _scratch: scratch,
+        })
+    }
+
+    /// Kills the worker (SIGKILL: in-flight requests die with it, as when an isolate is
+    /// evicted) and starts it again on the same port with the same local D1/KV state.
+    pub async fn crash_and_restart(&mut self) -> Result<(), BoxError> {
+        self.proc.kill();
+        let port = self
+            .base_url
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse::<u16>().ok())
+            .ok_or("no port in the base URL")?;
+        // workerd's children may hold the port for a moment after the kill.
+        for _ in 0..50 {
+            if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        self.proc = spawn_dev(&self.config, &self.persist, port, false).await?;
+        Ok(())
+    }
+}
+
+/// `wrangler dev --local` on `port` with this config and state; ready when `/health`
+/// answers 200.
+async fn spawn_dev(
+    config: &Path,
+    persist: &Path,
+    port: u16,
+    any_status: bool,
+) -> Result<Proc, BoxError> {
+    {
         let inspector = free_port();
         // `TB_WORKER_LOG_LEVEL=log` shows the worker's own console.log lines in the log file.
         let log_level = std::env::var("TB_WORKER_LOG_LEVEL").unwrap_or_else(|_| "warn".into());
-        let mut cmd = wrangler(&config);
+        let mut cmd = wrangler(config);
         cmd.args(["dev", "--local", "--ip", "127.0.0.1", "--port"])
             .arg(port.to_string())
             .arg("--inspector-port")
             .arg(inspector.to_string())
             .arg("--persist-to")
-            .arg(&persist)
+            .arg(persist)
             // Exposes `/__scheduled?cron=...` so tests can fire the Cron Trigger.
             .arg("--test-scheduled")
             .args([
@@ -434,21 +517,26 @@ impl EdgeWorker {
             ]);
         let mut proc = Proc::spawn("wrangler-dev", cmd)?;
         let base_url = format!("http://127.0.0.1:{port}");
-        wait_ok(
-            &format!("{base_url}/health"),
-            Duration::from_secs(90),
-            &mut proc,
-        )
-        .await?;
-        Ok(Self {
-            base_url,
-            config,
-            persist,
-            proc,
-            _scratch: scratch,
-        })
+        if any_status {
+            wait_answer(
+                &format!("{base_url}/health"),
+                Duration::from_secs(90),
+                &mut proc,
+            )
+            .await?;
+        } else {
+            wait_ok(
+                &format!("{base_url}/health"),
+                Duration::from_secs(90),
+                &mut proc,
+            )
+            .await?;
+        }
+        Ok(proc)
     }
+}
 
+impl EdgeWorker {
     /// Runs a wrangler command against this instance's config and local state, e.g.
     /// `["kv", "key", "put", "--binding", "CONFIG", "k", "v"]`.
     pub fn wrangler_local(&self, args: &[&str]) -> Result<String, BoxError> {
@@ -486,11 +574,13 @@ fn wrangler_config(root: &Path, shim: &Path, opts: &WorkerOptions) -> String {
          [[kv_namespaces]]\nbinding = \"KEYS\"\nid = \"tollbooth-keys\"\n\n\
          [[kv_namespaces]]\nbinding = \"CONFIG\"\nid = \"tollbooth-config\"\n\n\
          [[d1_databases]]\nbinding = \"LEDGER\"\ndatabase_name = \"tollbooth-ledger\"\n\
-         database_id = \"00000000-0000-0000-0000-000000000000\"\nmigrations_dir = {}\n\n[vars]\n\
-         ENVIRONMENT = \"test\"\n",
+         database_id = \"00000000-0000-0000-0000-000000000000\"\nmigrations_dir = {}\n\n[vars]\n",
         toml_str(&shim.display().to_string()),
         toml_str(&root.join("migrations").display().to_string()),
     );
+    if !opts.vars.iter().any(|(k, _)| k == "ENVIRONMENT") {
+        s.push_str("ENVIRONMENT = \"test\"\n");
+    }
     for (k, v) in &opts.vars {
         s.push_str(&format!("{k} = {}\n", toml_str(v)));
     }

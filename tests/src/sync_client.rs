@@ -1,7 +1,7 @@
 //! A client for the worker's signed internal API (docs/sync-api.md), for tests and for
-//! the admin side: every call is signed with `SYNC_SECRET` (HMAC-SHA256 over method, path
-//! with query, timestamp and the body's sha256) and mutating calls carry an idempotency
-//! key.
+//! the admin side: every call is signed with `SYNC_SECRET` (HMAC-SHA256 over method, the
+//! target host, path with query, timestamp and the body's sha256) and mutating calls
+//! carry an idempotency key.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
@@ -18,7 +18,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 use serde_json::{json, Value};
 use tollbooth_core::auth::signing::{
-    sign_request, SignedRequest, SIGNATURE_HEADER, TIMESTAMP_HEADER,
+    canonical_host, sign_request, SignedRequest, SIGNATURE_HEADER, TIMESTAMP_HEADER,
 };
 use tollbooth_core::catalogue::CatalogueSnapshot;
 use tollbooth_core::keyrecord::KeyRecord;
@@ -41,6 +41,8 @@ pub struct SyncResponse {
 #[derive(Debug, Clone)]
 pub struct RawCall {
     pub method: String,
+    /// The host the signature binds (the base URL's, unless a test changes it).
+    pub host: String,
     pub path_and_query: String,
     pub body: Vec<u8>,
     pub timestamp: u64,
@@ -101,6 +103,7 @@ impl SyncClient {
         let mutating = matches!(method, "POST" | "PUT" | "DELETE");
         let mut call = RawCall {
             method: method.to_string(),
+            host: canonical_host(&self.base_url).unwrap_or_default(),
             path_and_query: path_and_query.to_string(),
             body,
             timestamp: self.next_timestamp(),
@@ -139,6 +142,7 @@ impl SyncClient {
             &self.secret,
             &SignedRequest {
                 method: &call.method,
+                host: &call.host,
                 path_and_query: &call.path_and_query,
                 timestamp: call.timestamp,
                 body: &call.body,
@@ -321,8 +325,53 @@ impl SyncClient {
         .await
     }
 
-    /// Releases expired reservations now (what the scheduled sweep does).
+    /// Charges expired reservations and finishes pending settlements now (what the
+    /// scheduled handler does).
     pub async fn sweep(&self) -> Result<SyncResponse, BoxError> {
         self.request("POST", "/internal/v1/sweep", None, None).await
+    }
+
+    /// [`SyncClient::sweep`] with the ledger clock set to `now` (workers with the
+    /// `TEST_CLOCK` hook only).
+    pub async fn sweep_at(&self, now: u64) -> Result<SyncResponse, BoxError> {
+        let call = self.call("POST", "/internal/v1/sweep", None, None);
+        let method = reqwest::Method::POST;
+        let mut rb = self
+            .http
+            .request(method, format!("{}{}", self.base_url, call.path_and_query))
+            .header(TIMESTAMP_HEADER, call.timestamp.to_string())
+            .header("x-tollbooth-test-now", now.to_string());
+        if let Some(sig) = &call.signature {
+            rb = rb.header(SIGNATURE_HEADER, sig);
+        }
+        if let Some(k) = &call.idempotency_key {
+            rb = rb.header(IDEMPOTENCY_HEADER, k);
+        }
+        let resp = rb.send().await?;
+        let status = resp.status().as_u16();
+        let text = resp.text().await?;
+        Ok(SyncResponse {
+            status,
+            body: serde_json::from_str(&text).unwrap_or(Value::Null),
+            idempotent_replay: false,
+        })
+    }
+
+    /// The member's ledger audit: allowances, wallet, credits, usage-event sums and
+    /// open reservations, computed by D1 from the rows (see `crate::ledger_check`).
+    pub async fn audit(&self, member_id: &str) -> Result<SyncResponse, BoxError> {
+        self.request(
+            "GET",
+            &format!("/internal/v1/members/{member_id}/audit"),
+            None,
+            None,
+        )
+        .await
+    }
+
+    /// How many settlements are pending (failed, to be finished by the cron).
+    pub async fn pending(&self) -> Result<SyncResponse, BoxError> {
+        self.request("GET", "/internal/v1/pending", None, None)
+            .await
     }
 }

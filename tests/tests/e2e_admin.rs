@@ -87,6 +87,7 @@ impl SyncReceiver {
                                                 SYNC_SECRET.as_bytes(),
                                                 &SignedRequest {
                                                     method: parts.method.as_str(),
+                                                    host: &header("host").unwrap_or_default(),
                                                     path_and_query: &path,
                                                     timestamp: ts,
                                                     body: &body,

@@ -35,8 +35,16 @@ async fn test_worker_health_in_workerd_with_local_d1_and_kv() {
             "v42",
         ])
         .unwrap();
-    let (_, body) = get_json(&format!("{}/health", worker.base_url)).await;
-    assert_eq!(body["kv"]["catalogue_version"], "v42");
+    // /health checks the bindings at most every 10 s per isolate (it must stay cheap).
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, body) = get_json(&format!("{}/health", worker.base_url)).await;
+        if body["kv"]["catalogue_version"] == "v42" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{body}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 
     let (status, body) = get_json(&format!("{}/no/such/route", worker.base_url)).await;
     assert_eq!(status, 404);

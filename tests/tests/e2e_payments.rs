@@ -99,6 +99,7 @@ impl Ledger {
                     SYNC_SECRET.as_bytes(),
                     &SignedRequest {
                         method: parts.method.as_str(),
+                        host: &header("host").unwrap_or_default(),
                         path_and_query: &path,
                         timestamp: ts,
                         body: &body,
@@ -557,6 +558,11 @@ async fn test_full_path_order_pay_webhook_edge_balance_api_call() {
     obj.remove("pulled_from");
     obj.remove("removed");
     obj.insert("enabled".into(), json!(true));
+    // The edge refuses a zero price unless the model is marked free (issue 10).
+    obj.insert(
+        "price".into(),
+        json!({"input_per_mtok": 1_000_000, "output_per_mtok": 2_000_000}),
+    );
     let (s, b) = env
         .req(
             "PUT",

@@ -29,6 +29,7 @@ fn record(key: &ApiKey, role: KeyRole) -> KeyRecord {
         tpm: None,
         capture: false,
         name: None,
+        version: 0,
     }
 }
 
@@ -734,9 +735,9 @@ mod ws {
                                      {"id": "hc-good", "secret": "sk-hc-good"}]}
                 ],
                 "models": [
-                    {"name": "chat", "deployments": [{"provider": "oa", "model": "m@chunks=3,delay=300"}]},
-                    {"name": "quick", "deployments": [{"provider": "oa", "model": "m"}]},
-                    {"name": "hc", "deployments": [{"provider": "hc", "model": "m"}]}
+                    {"name": "chat", "free": true, "deployments": [{"provider": "oa", "model": "m@chunks=3,delay=300"}]},
+                    {"name": "quick", "free": true, "deployments": [{"provider": "oa", "model": "m"}]},
+                    {"name": "hc", "free": true, "deployments": [{"provider": "hc", "model": "m"}]}
                 ],
                 "plans": [{"id": "ops", "allowed_models": ["*"]}]
             }),

@@ -34,6 +34,8 @@ struct World {
 struct Keys {
     basic: String,
     all: String,
+    /// An operator key: the only kind shown which deployment answered.
+    ops: String,
     narrow: String,
     disabled: String,
     expired: String,
@@ -96,7 +98,10 @@ fn catalogue(a: &str, b: &str) -> Value {
         p
     };
     let dep = |p: &str, m: &str, w: u32| json!({"provider": p, "model": m, "weight": w});
-    let chat = |name: &str, deps: Vec<Value>| json!({"name": name, "deployments": deps});
+    // Every model here is marked free: billing is e2e_ledger's; a zero price without
+    // the mark is refused (test_unpriced_model_refused_and_prefix_routes_priced).
+    let chat =
+        |name: &str, deps: Vec<Value>| json!({"name": name, "deployments": deps, "free": true});
     json!({
         "version": "v1",
         "providers": [
@@ -108,14 +113,18 @@ fn catalogue(a: &str, b: &str) -> Value {
             oa("fo-500", b, SECRETS[3], json!({})),
             oa("fo-429", b, SECRETS[3], json!({})),
             oa("fo-good", b, SECRETS[3], json!({})),
-            oa("fo-hang", b, SECRETS[3], json!({"timeout_ms": 800})),
-            oa("fo-ttft", b, SECRETS[3], json!({"timeout_ms": 800})),
+            oa("fo-hang", b, SECRETS[3], json!({"timeout_ms": 800,
+                "credentials": [{"id": "fo-hang-k1", "secret": SECRETS[3]}, {"id": "fo-hang-k2", "secret": SECRETS[3]}]})),
+            oa("fo-ttft", b, SECRETS[3], json!({"timeout_ms": 800,
+                "credentials": [{"id": "fo-ttft-k1", "secret": SECRETS[3]}, {"id": "fo-ttft-k2", "secret": SECRETS[3]}]})),
             oa("oa-err", a, SECRETS[0], json!({})),
             oa("br", b, SECRETS[3], json!({})),
             oa("br-backup", b, SECRETS[3], json!({})),
         ],
         "models": [
-            {"name": "chat-oa", "aliases": ["gpt-4o-mini"], "deployments": [dep("oa", "m", 1)]},
+            {"name": "chat-oa", "aliases": ["gpt-4o-mini"], "deployments": [dep("oa", "m", 1)], "free": true},
+            {"name": "unpriced", "deployments": [dep("oa", "m-unpriced", 1)]},
+            {"name": "off", "enabled": false, "free": true, "deployments": [dep("oa", "m-off", 1)]},
             chat("chat-oa-tools", vec![dep("oa", "m@tools=1", 1)]),
             chat("chat-an", vec![dep("an", "claude-m", 1)]),
             chat("chat-an-tools", vec![dep("an", "claude-m@tools=1", 1)]),
@@ -124,17 +133,17 @@ fn catalogue(a: &str, b: &str) -> Value {
             chat("slow", vec![dep("oa", "m@delay=200,chunks=5", 1)]),
             chat("midfail", vec![dep("oa", "m@reset_after=2,delay=50", 1)]),
             chat("premium", vec![dep("oa", "m", 1)]),
-            {"name": "forced-stream", "stream_mode": "force_stream", "deployments": [dep("gm", "gemini-fs", 1)]},
-            {"name": "forced-nonstream", "stream_mode": "force_non_stream", "deployments": [dep("an", "claude-fns", 1)]},
+            {"name": "forced-stream", "stream_mode": "force_stream", "deployments": [dep("gm", "gemini-fs", 1)], "free": true},
+            {"name": "forced-nonstream", "stream_mode": "force_non_stream", "deployments": [dep("an", "claude-fns", 1)], "free": true},
             chat("fail500", vec![dep("fo-500", "m@status=500", 1000), dep("fo-good", "ok500", 1)]),
             chat("fail429", vec![dep("fo-429", "m@status=429", 1000), dep("fo-good", "ok429", 1)]),
-            chat("hang", vec![dep("fo-hang", "m@hang=1", 1000), dep("fo-good", "okhang", 1)]),
-            chat("slowstart", vec![dep("fo-ttft", "m@ttft=3000", 1000), dep("fo-good", "okttft", 1)]),
+            chat("hang", vec![dep("fo-hang", "m@hang=1", 1)]),
+            chat("slowstart", vec![dep("fo-ttft", "m@ttft=3000", 1)]),
             chat("upstream400", vec![dep("oa-err", "m@status=400", 1)]),
             chat("upstream401", vec![dep("oa-err", "m@status=401", 1)]),
             chat("breaker", vec![dep("br", "m@fail_first=2", 1000), dep("br-backup", "okbr", 1)]),
-            {"name": "emb", "kind": "embedding", "deployments": [dep("oa", "text-emb", 1)]},
-            {"name": "rr", "kind": "rerank", "deployments": [dep("oa", "rerank-m", 1)]},
+            {"name": "emb", "kind": "embedding", "deployments": [dep("oa", "text-emb", 1)], "free": true},
+            {"name": "rr", "kind": "rerank", "deployments": [dep("oa", "rerank-m", 1)], "free": true},
         ],
         "plans": [
             {"id": "basic", "allowed_models": ["chat-oa", "chat-oa-tools", "chat-an", "chat-an-tools",
@@ -167,11 +176,12 @@ async fn world() -> &'static World {
                 worker.persist.parent().expect("scratch"),
             );
 
-            let (basic, all, narrow, disabled, expired, suspended) =
-                (key(1), key(2), key(3), key(4), key(5), key(6));
+            let (basic, all, narrow, disabled, expired, suspended, ops) =
+                (key(1), key(2), key(3), key(4), key(5), key(6), key(7));
             let keys_kv = json!([
                 {"key": format!("key:{}", basic.public_id()), "value": record(&basic, "m-basic", "basic", json!({})).to_string()},
                 {"key": format!("key:{}", all.public_id()), "value": record(&all, "m-all", "all", json!({})).to_string()},
+                {"key": format!("key:{}", ops.public_id()), "value": record(&ops, "m-ops", "all", json!({"role": "operator"})).to_string()},
                 {"key": format!("key:{}", narrow.public_id()), "value": record(&narrow, "m-basic", "basic", json!({"allowed_models": ["chat-oa"]})).to_string()},
                 {"key": format!("key:{}", disabled.public_id()), "value": record(&disabled, "m-basic", "basic", json!({"status": "disabled"})).to_string()},
                 {"key": format!("key:{}", expired.public_id()), "value": record(&expired, "m-basic", "basic", json!({"expires_at": 1000})).to_string()},
@@ -200,6 +210,7 @@ async fn world() -> &'static World {
                 keys: Keys {
                     basic: basic.expose(),
                     all: all.expose(),
+                    ops: ops.expose(),
                     narrow: narrow.expose(),
                     disabled: disabled.expose(),
                     expired: expired.expose(),
@@ -375,7 +386,16 @@ async fn test_chat_every_upstream_stream_and_tools() {
             )
             .await;
             assert_eq!(r.status, 200, "{m}: {}", r.text);
-            assert!(r
+            // Members never learn provider ids or upstream model names; operators do.
+            assert_eq!(r.header("x-tollbooth-deployment"), None, "{m}");
+            let ops = post(
+                w,
+                "/v1/chat/completions",
+                &w.keys.ops,
+                chat_body(&m, false, tools),
+            )
+            .await;
+            assert!(ops
                 .header("x-tollbooth-deployment")
                 .unwrap_or_default()
                 .starts_with(&format!("{provider}/")));
@@ -774,6 +794,18 @@ async fn test_embeddings_rerank_models_aliases_and_prefix() {
     )
     .await;
     assert_eq!(r.status, 200, "{}", r.text);
+    // A provider prefix reaches only what the catalogue prices: `oa/m` is deployed by
+    // `chat-oa` and billed as it; an upstream model in no catalogue model (and no
+    // provider default price) does not exist for members (regression: issue 10, C1).
+    let r = post(
+        w,
+        "/v1/chat/completions",
+        &w.keys.all,
+        chat_body("oa/m", false, false),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.header("x-tollbooth-deployment"), None);
     let r = post(
         w,
         "/v1/chat/completions",
@@ -781,19 +813,56 @@ async fn test_embeddings_rerank_models_aliases_and_prefix() {
         chat_body("oa/some-upstream-model", false, false),
     )
     .await;
-    assert_eq!(r.status, 200, "{}", r.text);
-    assert_eq!(
-        r.header("x-tollbooth-deployment").as_deref(),
-        Some("oa/some-upstream-model")
-    );
+    assert_eq!(r.status, 404, "{}", r.text);
+    assert_eq!(r.json()["error"]["code"], "model_not_found");
     let r = post(
         w,
         "/v1/chat/completions",
         &w.keys.basic,
-        chat_body("oa/some-upstream-model", false, false),
+        chat_body("oa/m", false, false),
     )
     .await;
     assert_eq!(r.status, 403, "{}", r.text);
+}
+
+#[tokio::test]
+async fn test_unpriced_and_disabled_models_unreachable() {
+    let w = world().await;
+    let r = post(
+        w,
+        "/v1/chat/completions",
+        &w.keys.all,
+        chat_body("unpriced", false, false),
+    )
+    .await;
+    assert_eq!(r.status, 403, "{}", r.text);
+    assert_eq!(r.json()["error"]["code"], "model_not_priced");
+    for model in ["off", "oa/m-off"] {
+        let r = post(
+            w,
+            "/v1/chat/completions",
+            &w.keys.all,
+            chat_body(model, false, false),
+        )
+        .await;
+        assert_eq!(r.status, 404, "{model}: {}", r.text);
+    }
+    let r = send(client().get(w.url("/v1/models")).bearer_auth(&w.keys.all)).await;
+    let ids: Vec<String> = r.json()["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        !ids.contains(&"unpriced".to_owned()) && !ids.contains(&"off".to_owned()),
+        "{ids:?}"
+    );
+    assert!(r.json()["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|m| m["owned_by"] == "tollbooth"));
 }
 
 #[tokio::test]
@@ -888,21 +957,18 @@ async fn mock_b_requests(w: &World) -> Vec<Value> {
 }
 
 #[tokio::test]
-async fn test_failover_500_429_and_hang_answered_by_next_deployment() {
+async fn test_failover_500_429_answered_by_next_deployment() {
     let w = world().await;
     for (model, bad, good) in [
         ("fail500", "m@status=500", "ok500"),
         ("fail429", "m@status=429", "ok429"),
-        ("hang", "m@hang=1", "okhang"),
-        // Headers at once, first event too late: the stream is not committed.
-        ("slowstart", "m@ttft=3000", "okttft"),
     ] {
         for stream in [false, true] {
             let t0 = Instant::now();
             let r = post(
                 w,
                 "/v1/chat/completions",
-                &w.keys.basic,
+                &w.keys.ops,
                 chat_body(model, stream, false),
             )
             .await;
@@ -929,6 +995,40 @@ async fn test_failover_500_429_and_hang_answered_by_next_deployment() {
     }
 }
 
+/// Regression (issue 10, M8): an attempt that timed out after it was sent is not
+/// retried on the next credential (the provider may be generating, and billing, it).
+#[tokio::test]
+async fn test_timeout_after_send_is_not_retried() {
+    let w = world().await;
+    for (model, bad) in [("hang", "m@hang=1"), ("slowstart", "m@ttft=3000")] {
+        for stream in [false, true] {
+            let before = mock_b_requests(w)
+                .await
+                .iter()
+                .filter(|r| r["model"] == bad)
+                .count();
+            let t0 = Instant::now();
+            let r = post(
+                w,
+                "/v1/chat/completions",
+                &w.keys.ops,
+                chat_body(model, stream, false),
+            )
+            .await;
+            assert_eq!(r.status, 504, "{model}: {}", r.text);
+            assert_eq!(r.json()["error"]["code"], "upstream_timeout");
+            assert!(t0.elapsed() < Duration::from_secs(10));
+            let after = mock_b_requests(w)
+                .await
+                .iter()
+                .filter(|r| r["model"] == bad)
+                .count();
+            // Two credentials could serve it: only one was tried.
+            assert_eq!(after - before, 1, "{model} stream={stream}");
+        }
+    }
+}
+
 #[tokio::test]
 async fn test_credential_breaker_opens_and_closes_after_cooldown() {
     let w = world().await;
@@ -943,7 +1043,7 @@ async fn test_credential_breaker_opens_and_closes_after_cooldown() {
         let r = post(
             w,
             "/v1/chat/completions",
-            &w.keys.basic,
+            &w.keys.ops,
             chat_body("breaker", false, false),
         )
         .await;
@@ -963,7 +1063,7 @@ async fn test_credential_breaker_opens_and_closes_after_cooldown() {
         let r = post(
             w,
             "/v1/chat/completions",
-            &w.keys.basic,
+            &w.keys.ops,
             chat_body("breaker", false, false),
         )
         .await;
@@ -986,7 +1086,7 @@ async fn test_credential_breaker_opens_and_closes_after_cooldown() {
         let r = post(
             w,
             "/v1/chat/completions",
-            &w.keys.basic,
+            &w.keys.ops,
             chat_body("breaker", false, false),
         )
         .await;
@@ -1253,7 +1353,7 @@ async fn test_new_catalogue_version_is_picked_up_without_restart() {
     cat["models"]
         .as_array_mut()
         .unwrap()
-        .push(json!({"name": "late-model", "deployments": [{"provider": "oa", "model": "m"}]}));
+        .push(json!({"name": "late-model", "free": true, "deployments": [{"provider": "oa", "model": "m"}]}));
     let dir = w.worker.persist.parent().unwrap().to_path_buf();
     let f = dir.join("config-v2.json");
     std::fs::write(

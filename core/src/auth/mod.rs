@@ -11,8 +11,9 @@ pub mod signing;
 pub use jwt::{JwtError, JwtKey, JwtKeySet, Validation};
 pub use keys::{bearer_token, hash_secret, verify_secret, ApiKey, KeyError, KEY_PREFIX};
 pub use signing::{
-    parse_timestamp, sign_callback, sign_request, verify_callback, verify_request, SignatureError,
-    SignedRequest, VerifiedRequest, DEFAULT_WINDOW_SECS, SIGNATURE_HEADER, TIMESTAMP_HEADER,
+    canonical_host, parse_timestamp, sign_callback, sign_request, verify_callback, verify_request,
+    SignatureError, SignedRequest, VerifiedRequest, DEFAULT_WINDOW_SECS, IDEMPOTENCY_HEADER,
+    SIGNATURE_HEADER, TIMESTAMP_HEADER,
 };
 
 use subtle::ConstantTimeEq;

@@ -6,8 +6,12 @@
 //! The signature is `hex(HMAC-SHA256(SYNC_SECRET, canonical))` where `canonical` is
 //!
 //! ```text
-//! TOLLBOOTH-HMAC-SHA256\n<METHOD uppercased>\n<path with query, as sent>\n<unix seconds>\n<hex sha256(body)>
+//! TOLLBOOTH-HMAC-SHA256\n<METHOD uppercased>\n<host>\n<path with query, as sent>\n<unix seconds>\n<hex sha256(body)>
 //! ```
+//!
+//! `<host>` is the target's authority as [`canonical_host`] writes it (lowercase host,
+//! `:port` only when it is not the scheme's default): a request signed for one edge
+//! cannot be replayed against another environment that shares the secret.
 //!
 //! sent in [`SIGNATURE_HEADER`] with the timestamp in [`TIMESTAMP_HEADER`]. The verifier
 //! rejects timestamps more than `window_secs` (default [`DEFAULT_WINDOW_SECS`]) in the
@@ -32,6 +36,9 @@ pub const SIGNATURE_HEADER: &str = "x-tollbooth-signature";
 /// Header carrying the unix-seconds timestamp that was signed.
 pub const TIMESTAMP_HEADER: &str = "x-tollbooth-timestamp";
 
+/// Header carrying the caller's idempotency key on mutating internal API calls.
+pub const IDEMPOTENCY_HEADER: &str = "x-tollbooth-idempotency-key";
+
 const SCHEME: &str = "TOLLBOOTH-HMAC-SHA256";
 
 /// Why a signature was rejected. Messages never include the signature or the secret.
@@ -54,6 +61,8 @@ pub enum SignatureError {
 pub struct SignedRequest<'a> {
     /// HTTP method (case-insensitive; signed uppercased).
     pub method: &'a str,
+    /// The target's authority, from [`canonical_host`].
+    pub host: &'a str,
     /// Path and query exactly as sent, e.g. `/internal/v1/usage?cursor=abc`.
     pub path_and_query: &'a str,
     /// Unix seconds at signing.
@@ -65,8 +74,9 @@ impl SignedRequest<'_> {
     /// The string that is MACed (see the module docs).
     pub fn canonical_string(&self) -> String {
         format!(
-            "{SCHEME}\n{}\n{}\n{}\n{}",
+            "{SCHEME}\n{}\n{}\n{}\n{}\n{}",
             self.method.to_ascii_uppercase(),
+            self.host.to_ascii_lowercase(),
             self.path_and_query,
             self.timestamp,
             hex::encode(sha256(self.body)),
@@ -81,6 +91,15 @@ pub struct VerifiedRequest {
     pub nonce: String,
     /// Unix seconds after which the nonce can be forgotten (the request would be stale).
     pub remember_until: u64,
+}
+
+/// The authority a signature binds for `url` (`http(s)://host[:port]/...`): the host
+/// lowercased, with `:port` only when it differs from the scheme's default. `None` when
+/// the URL cannot be parsed.
+pub fn canonical_host(url: &str) -> Option<String> {
+    crate::ssrf::parse_url(url)
+        .ok()
+        .map(|u| u.authority().to_ascii_lowercase())
 }
 
 /// Signs an internal API request: lowercase hex HMAC-SHA256.

@@ -8,6 +8,7 @@
 mod estimate;
 mod period;
 mod price;
+mod settle;
 mod unit;
 
 pub use estimate::{
@@ -17,4 +18,5 @@ pub use estimate::{
 };
 pub use period::{civil_from_days, days_from_civil, days_in_month, is_leap_year, PlanPeriod};
 pub use price::{cost_micros, Price, MICROS_PER_UNIT, TOKENS_PER_PRICE_UNIT};
+pub use settle::{bill, Bill, Ending, Observed};
 pub use unit::{charge_in_unit, AllowanceUnit};

@@ -44,6 +44,16 @@ impl Price {
     pub fn cache_write_price(&self) -> u64 {
         self.cache_write_per_mtok.unwrap_or(self.input_per_mtok)
     }
+
+    /// Whether every token class and the per-request fee cost nothing: a request at this
+    /// price would be free. Only models the operator marked `free` may be served at it.
+    pub fn is_zero(&self) -> bool {
+        self.input_per_mtok == 0
+            && self.output_per_mtok == 0
+            && self.cached_input_price() == 0
+            && self.cache_write_price() == 0
+            && self.per_request == 0
+    }
 }
 
 /// What one request costs, in micro-units.

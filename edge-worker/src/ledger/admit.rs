@@ -1,23 +1,33 @@
-//! Admission: rate limits, then an atomic reservation against the plan allowance or the
-//! wallet.
+//! Admission: rate limits and an atomic reservation against the plan allowance or the
+//! wallet, in **one D1 batch** (one round trip, one transaction).
 //!
-//! Order: the member's active allowance (opening the next period first if the last one
-//! ended and renews), then the wallet when the plan allows overage or the member has no
-//! allowance. Each attempt is one batch: a conditional UPDATE that only applies while
-//! `amount - used - reserved >= estimate` (or `balance - reserved >= estimate`), and an
-//! INSERT of the reservation that only happens if that UPDATE wrote this call's claim.
-//! When both refuse, stale reservations of the member are released and it is tried once
-//! more.
+//! The batch, in order:
+//! 1. one rate-window upsert per scope, marked with this batch's claim when it counted;
+//! 2. the next period of a renewing allowance, when the current one ended and `now`
+//!    falls in the precomputed next period (`next_start`/`next_end`);
+//! 3. the allowance: a conditional `UPDATE ... WHERE amount - used - reserved >= amt`
+//!    (only when every rate scope counted), and the reservation insert claimed by it;
+//! 4. else the wallet (when the plan allows overage or the member has no current or
+//!    renewable allowance): the same with `balance - reserved >= amt`; a request that
+//!    costs nothing (a free model) is admitted without a wallet row;
+//! 5. the rate counts given back when no reservation was made;
+//! 6. what the caller needs to explain a refusal.
+//!
+//! `amt` is the request's realistic estimate when the member has no other open
+//! reservation, else its upper bound (see the module docs of [`crate::ledger`]). Only
+//! an allowance whose renewal skipped whole periods takes a second round trip (the
+//! period bounds are computed in Rust, then the batch runs again).
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tollbooth_core::billing::{AllowanceUnit, PlanPeriod, Price, ReservationEstimate};
 use tollbooth_core::catalogue::PlanLimits;
 use tollbooth_core::error::GatewayError;
 use tollbooth_core::keyrecord::KeyRecord;
-use worker::{D1Database, Response};
+use worker::wasm_bindgen::JsValue;
+use worker::D1Database;
 
-use super::{changes, claim_token, num, opt_num, settle, stmt, text, RESERVATION_TTL_SECS};
-use crate::ratelimit::{self, RateCheckError, RateLimitRefusal, RateTicket};
+use super::ratelimit::{self, RateLimitRefusal, RateTicket, ScopeLimit};
+use super::{claim_token, non_negative, num, stmt, stmt_with, text};
 
 /// What a request asks to be admitted for.
 #[derive(Debug, Clone)]
@@ -30,12 +40,18 @@ pub struct AdmitRequest<'a> {
     /// The virtual model name the request is billed under.
     pub model: &'a str,
     pub price: Price,
+    /// The realistic estimate (reserved by a member's only in-flight request).
     pub estimate: ReservationEstimate,
+    /// The upper bound (reserved while other requests of the member are in flight).
+    pub worst: ReservationEstimate,
     pub now: u64,
+    /// How long the reservation lives without a settlement or a heartbeat.
+    pub ttl_secs: u64,
 }
 
 /// Where a reservation was taken from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Source {
     Allowance,
     Wallet,
@@ -50,15 +66,16 @@ impl Source {
     }
 }
 
-/// An admitted request: everything settlement needs. Pass it to [`super::settle`] in
-/// `ctx.wait_until` once the request is over, whatever happened.
-#[derive(Debug, Clone)]
+/// An admitted request: everything settlement needs (also stored as JSON in a pending
+/// settlement; it holds no secret).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Admission {
     pub request_id: String,
     pub member_id: String,
     pub key_id: String,
     pub model: String,
     pub price: Price,
+    /// The realistic estimate (the basis of estimated bills).
     pub estimate: ReservationEstimate,
     pub source: Source,
     /// The unit charged: the allowance's unit, or money for the wallet.
@@ -80,31 +97,6 @@ pub enum AdmitError {
     RateLimited(RateLimitRefusal),
     /// D1 failed: 500 (the request is not run unmetered).
     Internal(String),
-}
-
-impl AdmitError {
-    pub fn gateway_error(&self) -> GatewayError {
-        match self {
-            AdmitError::Quota(e) => e.clone(),
-            AdmitError::RateLimited(r) => r.error(),
-            AdmitError::Internal(m) => GatewayError::internal(format!("ledger unavailable: {m}")),
-        }
-    }
-
-    /// The error as a response: OpenAI shape, or Anthropic's for `/v1/messages`.
-    pub fn response(&self, anthropic: bool) -> worker::Result<Response> {
-        let err = self.gateway_error();
-        let body = if anthropic {
-            err.anthropic_body()
-        } else {
-            err.openai_body()
-        };
-        let mut resp = Response::from_json(&body)?.with_status(err.http_status());
-        if let AdmitError::RateLimited(r) = self {
-            r.apply_headers(resp.headers_mut())?;
-        }
-        Ok(resp)
-    }
 }
 
 impl From<worker::Error> for AdmitError {
@@ -141,15 +133,40 @@ pub(crate) fn parse_period(s: &str) -> Option<PlanPeriod> {
     }
 }
 
-/// The member's allowance for the period containing `now`, opening the next period of a
-/// renewing allowance whose period has ended.
-pub(crate) async fn active_allowance(
+/// The bounds of the period after the one starting at `start` and ending at `end`
+/// (`None` for allowances that do not renew).
+pub(crate) fn next_bounds(period: &str, start: u64, end: u64) -> Option<(u64, u64)> {
+    parse_period(period)
+        .filter(|p| *p != PlanPeriod::None)
+        .map(|p| p.bounds(start, end))
+}
+
+/// The member's allowance for the period containing `now` (read only: opening a new
+/// period is the admission batch's job, or [`open_period`]'s).
+pub(crate) async fn current_allowance(
     db: &D1Database,
     member_id: &str,
     now: u64,
 ) -> worker::Result<Option<AllowanceRow>> {
-    // One query: the most recently started period. Either it is current, or it has
-    // ended and is the one a renewing allowance continues from.
+    stmt(
+        db,
+        "SELECT period_start, period_end, plan_id, unit, amount, used, reserved, period, grant_id \
+         FROM allowances WHERE member_id = ?1 AND period_start <= ?2 AND period_end > ?2 \
+         ORDER BY period_start DESC LIMIT 1",
+        &[text(member_id), num(now)],
+    )?
+    .first(None)
+    .await
+}
+
+/// Opens the period of a renewing allowance that contains `now`, whatever number of
+/// periods passed since the last one (the slow path of admission). Returns whether the
+/// member has a renewing allowance at all.
+pub(crate) async fn open_period(
+    db: &D1Database,
+    member_id: &str,
+    now: u64,
+) -> worker::Result<bool> {
     let latest: Option<AllowanceRow> = stmt(
         db,
         "SELECT period_start, period_end, plan_id, unit, amount, used, reserved, period, grant_id \
@@ -159,394 +176,370 @@ pub(crate) async fn active_allowance(
     )?
     .first(None)
     .await?;
-    let Some(last) = latest else { return Ok(None) };
-    if super::non_negative(last.period_end) > now {
-        return Ok(Some(last));
+    let Some(last) = latest else { return Ok(false) };
+    if non_negative(last.period_end) > now {
+        return Ok(true);
     }
     let Some(period) = parse_period(&last.period).filter(|p| *p != PlanPeriod::None) else {
-        return Ok(None);
+        return Ok(false);
     };
-    let anchor = super::non_negative(last.period_start);
-    let (start, end) = period.bounds(anchor, now);
+    let (start, end) = period.bounds(non_negative(last.period_start), now);
+    let (next_start, next_end) = period.bounds(start, end);
     // INSERT OR IGNORE: concurrent isolates opening the same period create one row.
     stmt(
         db,
         "INSERT OR IGNORE INTO allowances \
          (member_id, period_start, period_end, plan_id, unit, amount, used, reserved, period, \
-          grant_id, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, 0, ?7, ?8, ?9)",
+          grant_id, updated_at, next_start, next_end) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, 0, ?7, ?8, ?9, ?10, ?11)",
         &[
             text(member_id),
             num(start),
             num(end),
             text(&last.plan_id),
             text(&last.unit),
-            num(super::non_negative(last.amount)),
+            num(non_negative(last.amount)),
             text(&last.period),
             text(&format!("{}@{start}", last.grant_id)),
             num(now),
+            num(next_start),
+            num(next_end),
         ],
     )?
     .run()
     .await?;
-    Ok(Some(AllowanceRow {
-        period_start: i64::try_from(start).unwrap_or(i64::MAX),
-        period_end: i64::try_from(end).unwrap_or(i64::MAX),
-        used: 0,
-        reserved: 0,
-        ..last
-    }))
+    Ok(true)
 }
 
-/// Rate limits, then the reservation. On success the caller must eventually
-/// [`settle`](super::settle) the admission (a crash is covered by the sweep).
-pub async fn admit(db: &D1Database, req: &AdmitRequest<'_>) -> Result<Admission, AdmitError> {
+/// Fills `next_start`/`next_end` of an allowance row that lacks them (a period the
+/// admission batch opened, or a row written before they existed).
+pub async fn fill_next_bounds(
+    db: &D1Database,
+    member_id: &str,
+    period_start: u64,
+) -> worker::Result<()> {
+    #[derive(Deserialize)]
+    struct Row {
+        period_end: i64,
+        period: String,
+    }
+    let row: Option<Row> = stmt(
+        db,
+        "SELECT period_end, period FROM allowances WHERE member_id = ?1 AND period_start = ?2",
+        &[text(member_id), num(period_start)],
+    )?
+    .first(None)
+    .await?;
+    let Some(row) = row else { return Ok(()) };
+    let Some((ns, ne)) = next_bounds(&row.period, period_start, non_negative(row.period_end))
+    else {
+        return Ok(());
+    };
+    stmt(
+        db,
+        "UPDATE allowances SET next_start = ?3, next_end = ?4 \
+         WHERE member_id = ?1 AND period_start = ?2 AND next_start IS NULL",
+        &[text(member_id), num(period_start), num(ns), num(ne)],
+    )?
+    .run()
+    .await?;
+    Ok(())
+}
+
+/// The result of one admission batch.
+#[derive(Deserialize)]
+struct Diagnosis {
+    source: Option<String>,
+    amount: Option<i64>,
+    unit: Option<String>,
+    period_start: Option<i64>,
+    allowance_unit: Option<String>,
+    needs_next: Option<i64>,
+    renewal_gap: i64,
+}
+
+#[derive(Deserialize)]
+struct WindowRow {
+    scope: String,
+    requests: i64,
+    tokens: i64,
+    mine: i64,
+}
+
+/// The admission batch's result.
+enum BatchOutcome {
+    Admitted(Admission, Option<u64>),
+    RateLimited(RateLimitRefusal),
+    /// A renewing allowance skipped whole periods: open the current one and retry.
+    RenewalGap,
+    Refused(Option<String>),
+}
+
+/// Rate limits and the reservation. On success the caller must eventually settle the
+/// admission (an isolate that dies before is covered by the sweep, which charges it).
+/// The second value is an allowance period whose next bounds should be filled off the
+/// request path (see [`fill_next_bounds`]).
+pub async fn admit(
+    db: &D1Database,
+    req: &AdmitRequest<'_>,
+) -> Result<(Admission, Option<u64>), AdmitError> {
     let scopes = ratelimit::scopes_for(req.key, req.plan);
-    let est_tokens = req.estimate.usage().total_tokens();
-    let rate = match ratelimit::check_and_count(db, &scopes, est_tokens, req.now).await {
-        Ok(t) => t,
-        Err(RateCheckError::Refused(r)) => return Err(AdmitError::RateLimited(r)),
-        Err(RateCheckError::Db(e)) => return Err(e.into()),
-    };
-    // Common case in one round trip; renewals, stale reservations and refusals below.
-    match try_fast(db, req, &rate).await {
-        Ok(Some(adm)) => return Ok(adm),
-        Ok(None) => {}
-        Err(e) => {
-            uncount(db, &rate).await;
-            return Err(e.into());
+    if scopes.iter().any(|s| s.rpm == Some(0)) {
+        return Err(AdmitError::RateLimited(RateLimitRefusal {
+            dimension: "requests",
+            limit: 0,
+            remaining: 0,
+            reset_secs: ratelimit::reset_secs(req.now),
+        }));
+    }
+    for round in 0..2 {
+        match batch(db, req, &scopes).await? {
+            BatchOutcome::Admitted(adm, fill) => return Ok((adm, fill)),
+            BatchOutcome::RateLimited(r) => return Err(AdmitError::RateLimited(r)),
+            BatchOutcome::RenewalGap if round == 0 => {
+                if !open_period(db, &req.key.member_id, req.now).await? {
+                    return Err(AdmitError::Quota(exhausted(req, None)));
+                }
+            }
+            BatchOutcome::RenewalGap => return Err(AdmitError::Quota(exhausted(req, None))),
+            BatchOutcome::Refused(unit) => return Err(AdmitError::Quota(exhausted(req, unit))),
         }
     }
-    match reserve(db, req, &rate).await {
-        Ok(Some(adm)) => return Ok(adm),
-        Ok(None) => {}
-        Err(e) => {
-            uncount(db, &rate).await;
-            return Err(e);
-        }
-    }
-    // Refused: stale reservations of this member may be holding the room.
-    let released = settle::sweep_expired(db, Some(&req.key.member_id), req.now, 20)
-        .await
-        .unwrap_or(0);
-    let second = if released > 0 {
-        reserve(db, req, &rate).await
-    } else {
-        Ok(None)
-    };
-    match second {
-        Ok(Some(adm)) => Ok(adm),
-        Ok(None) => {
-            uncount(db, &rate).await;
-            Err(AdmitError::Quota(exhausted_error(db, req).await))
-        }
-        Err(e) => {
-            uncount(db, &rate).await;
-            Err(e)
-        }
-    }
+    Err(AdmitError::Quota(exhausted(req, None)))
 }
 
-/// A refused request does not count against the token rate (it still counts as a request
-/// attempt only if it was admitted; refusals are undone).
-async fn uncount(db: &D1Database, rate: &RateTicket) {
-    if rate.scopes.is_empty() {
-        return;
-    }
-    let sql = "UPDATE rate_windows SET requests = MAX(0, requests - 1), \
-               tokens = MAX(0, tokens - ?3) WHERE scope = ?1 AND window_start = ?2";
-    let batch: Vec<_> = rate
-        .scopes
-        .iter()
-        .filter_map(|s| {
-            stmt(
-                db,
-                sql,
-                &[text(s), num(rate.window_start), num(rate.tokens)],
-            )
-            .ok()
-        })
-        .collect();
-    let _ = db.batch(batch).await;
-}
-
-async fn exhausted_error(db: &D1Database, req: &AdmitRequest<'_>) -> GatewayError {
-    let allowance = active_allowance(db, &req.key.member_id, req.now)
-        .await
-        .ok()
-        .flatten();
-    match allowance {
-        Some(a) if req.plan.is_some_and(|p| p.overage) => GatewayError::insufficient_quota(
-            format!("plan allowance ({}) and wallet balance", a.unit),
-        ),
-        Some(a) => GatewayError::insufficient_quota(format!("plan allowance ({})", a.unit)),
+fn exhausted(req: &AdmitRequest<'_>, allowance_unit: Option<String>) -> GatewayError {
+    match allowance_unit {
+        Some(u) if req.plan.is_some_and(|p| p.overage) => {
+            GatewayError::insufficient_quota(format!("plan allowance ({u}) and wallet balance"))
+        }
+        Some(u) => GatewayError::insufficient_quota(format!("plan allowance ({u})")),
         None => GatewayError::insufficient_quota("wallet balance"),
     }
 }
 
-#[derive(Deserialize)]
-struct FastRow {
-    unit: String,
-    period_start: Option<i64>,
-    amount: i64,
-}
+const BUSY: &str =
+    "EXISTS (SELECT 1 FROM reservations WHERE member_id = ?1 AND state = 'reserved')";
+const CURRENT: &str = "period_start = (SELECT MAX(period_start) FROM allowances \
+                       WHERE member_id = ?1 AND period_start <= ?2) AND period_end > ?2";
+const RATE_OK: &str =
+    "(SELECT COUNT(*) FROM rate_windows WHERE window_start = ?18 AND claim = ?17) = ?20";
 
-/// The whole admission in one batch: the current allowance (the amount for each unit is
-/// known up front, picked with `CASE unit`), else the wallet when the plan allows overage
-/// or the member has no current or renewable allowance. Each source is the same
-/// conditional UPDATE + claimed INSERT as the step-by-step path; the wallet statement
-/// also requires that no reservation was made for the request by the allowance one.
-/// `None` when neither applied (the caller then opens a renewed period, releases stale
-/// reservations and retries, or refuses).
-async fn try_fast(
+async fn batch(
     db: &D1Database,
     req: &AdmitRequest<'_>,
-    rate: &RateTicket,
-) -> worker::Result<Option<Admission>> {
-    let amount = |u| req.estimate.in_unit(u, &req.price);
-    let claim_a = claim_token();
-    let claim_w = claim_token();
+    scopes: &[ScopeLimit],
+) -> Result<BatchOutcome, AdmitError> {
+    let est = |u| req.estimate.in_unit(u, &req.price);
+    let worst = |u| req.worst.in_unit(u, &req.price).max(est(u));
     let member = req.key.member_id.as_str();
     let overage = req.plan.is_some_and(|p| p.overage);
-    let params = [
-        text(member),                                      // ?1
-        num(req.now),                                      // ?2
-        num(amount(AllowanceUnit::Tokens)),                // ?3
-        num(amount(AllowanceUnit::Characters)),            // ?4
-        num(amount(AllowanceUnit::Requests)),              // ?5
-        num(amount(AllowanceUnit::Money)),                 // ?6
-        text(&claim_a),                                    // ?7
-        text(&claim_w),                                    // ?8
-        text(req.request_id),                              // ?9
-        text(&req.key.public_id),                          // ?10
-        num(req.now.saturating_add(RESERVATION_TTL_SECS)), // ?11
-        num(u64::from(overage)),                           // ?12
+    let window = ratelimit::window_start(req.now);
+    let rate_tokens = req.estimate.usage().total_tokens();
+    let claim_rate = claim_token();
+    let scope = |i: usize| scopes.get(i);
+    let limit = |v: Option<u64>| num(v.unwrap_or(ratelimit::UNLIMITED));
+    let params: Vec<JsValue> = vec![
+        text(member),                                    // ?1
+        num(req.now),                                    // ?2
+        text(req.request_id),                            // ?3
+        text(&req.key.public_id),                        // ?4
+        num(req.now.saturating_add(req.ttl_secs)),       // ?5
+        num(est(AllowanceUnit::Tokens)),                 // ?6
+        num(est(AllowanceUnit::Characters)),             // ?7
+        num(est(AllowanceUnit::Requests)),               // ?8
+        num(est(AllowanceUnit::Money)),                  // ?9
+        num(worst(AllowanceUnit::Tokens)),               // ?10
+        num(worst(AllowanceUnit::Characters)),           // ?11
+        num(worst(AllowanceUnit::Requests)),             // ?12
+        num(worst(AllowanceUnit::Money)),                // ?13
+        text(&claim_token()),                            // ?14 allowance claim
+        text(&claim_token()),                            // ?15 wallet claim
+        num(u64::from(overage)),                         // ?16
+        text(&claim_rate),                               // ?17
+        num(window),                                     // ?18
+        num(rate_tokens),                                // ?19
+        num(u64::try_from(scopes.len()).unwrap_or(0)),   // ?20
+        text(req.model),                                 // ?21
+        num(req.estimate.input_tokens),                  // ?22
+        num(req.estimate.output_tokens),                 // ?23
+        num(req.estimate.cost_micros(&req.price)),       // ?24
+        text(scope(0).map_or("", |s| s.scope.as_str())), // ?25
+        limit(scope(0).and_then(|s| s.rpm)),             // ?26
+        limit(scope(0).and_then(|s| s.tpm)),             // ?27
+        text(scope(1).map_or("", |s| s.scope.as_str())), // ?28
+        limit(scope(1).and_then(|s| s.rpm)),             // ?29
+        limit(scope(1).and_then(|s| s.tpm)),             // ?30
     ];
-    let p = |n: usize| params.get(..n).unwrap_or(&params);
-    let case = "CASE unit WHEN 'tokens' THEN ?3 WHEN 'characters' THEN ?4 \
-                WHEN 'requests' THEN ?5 ELSE ?6 END";
-    let current = "period_start = (SELECT MAX(period_start) FROM allowances \
-                     WHERE member_id = ?1 AND period_start <= ?2) AND period_end > ?2";
-    let batch = vec![
-        stmt(
-            db,
-            &format!(
-                "UPDATE allowances SET reserved = reserved + {case}, claim = ?7, updated_at = ?2 \
-                 WHERE member_id = ?1 AND {current} AND amount - used - reserved >= {case}"
-            ),
-            p(7),
-        )?,
-        stmt(
-            db,
-            &format!(
-                "INSERT INTO reservations (request_id, member_id, key_id, source, period_start, \
-                   unit, amount, created_at, expires_at, state) \
-                 SELECT ?9, ?1, ?10, 'allowance', period_start, unit, {case}, ?2, ?11, 'reserved' \
-                 FROM allowances WHERE member_id = ?1 AND claim = ?7 AND {current} \
-                 RETURNING unit, period_start, amount"
-            ),
-            p(11),
-        )?,
-        stmt(
-            db,
-            "INSERT OR IGNORE INTO wallets (member_id, balance_micros, reserved_micros, \
-             updated_at) VALUES (?1, 0, 0, ?2)",
-            p(2),
-        )?,
-        stmt(
-            db,
-            &format!(
-                "UPDATE wallets SET reserved_micros = reserved_micros + ?6, claim = ?8, \
-                   updated_at = ?2 \
-                 WHERE member_id = ?1 AND balance_micros - reserved_micros >= ?6 \
-                   AND NOT EXISTS (SELECT 1 FROM reservations WHERE request_id = ?9) \
-                   AND ((?12 = 1 AND EXISTS (SELECT 1 FROM allowances \
-                                             WHERE member_id = ?1 AND {current})) \
-                        OR NOT EXISTS (SELECT 1 FROM allowances WHERE member_id = ?1 \
-                                       AND period_start <= ?2 \
-                                       AND (period_end > ?2 OR period != 'none')))"
-            ),
-            p(12),
-        )?,
-        stmt(
-            db,
-            "INSERT INTO reservations (request_id, member_id, key_id, source, period_start, \
-               unit, amount, created_at, expires_at, state) \
-             SELECT ?9, ?1, ?10, 'wallet', NULL, 'money', ?6, ?2, ?11, 'reserved' \
-             FROM wallets WHERE member_id = ?1 AND claim = ?8",
-            p(11),
-        )?,
-    ];
-    let results = db.batch(batch).await?;
-    if let Some(r) = results.get(1).filter(|r| changes(r) == 1) {
-        let rows: Vec<FastRow> = r.results()?;
-        if let Some(row) = rows.first() {
-            if let Some(unit) = parse_unit(&row.unit) {
-                return Ok(Some(admission(
-                    req,
-                    Source::Allowance,
-                    unit,
-                    row.period_start.map(super::non_negative),
-                    super::non_negative(row.amount),
-                    rate,
-                )));
-            }
+    let amt_unit = format!(
+        "(CASE WHEN {BUSY} THEN (CASE unit WHEN 'tokens' THEN ?10 WHEN 'characters' THEN ?11 \
+           WHEN 'requests' THEN ?12 ELSE ?13 END) \
+         ELSE (CASE unit WHEN 'tokens' THEN ?6 WHEN 'characters' THEN ?7 \
+           WHEN 'requests' THEN ?8 ELSE ?9 END) END)"
+    );
+    let money = format!("(CASE WHEN {BUSY} THEN ?13 ELSE ?9 END)");
+    let wallet_eligible = format!(
+        "((?16 = 1 AND EXISTS (SELECT 1 FROM allowances WHERE member_id = ?1 AND {CURRENT})) \
+          OR NOT EXISTS (SELECT 1 FROM allowances WHERE member_id = ?1 AND period_start <= ?2 \
+                         AND (period_end > ?2 OR period != 'none')))"
+    );
+    let columns = "request_id, member_id, key_id, source, period_start, unit, amount, created_at, \
+                   expires_at, state, model, est_input, est_output, est_cost_micros";
+    let mut sql: Vec<String> = Vec::new();
+    for (i, _) in scopes.iter().enumerate().take(2) {
+        let (s, r, t) = if i == 0 { (25, 26, 27) } else { (28, 29, 30) };
+        sql.push(format!(
+            "INSERT INTO rate_windows (scope, window_start, requests, tokens, claim) \
+             VALUES (?{s}, ?18, 1, ?19, ?17) \
+             ON CONFLICT (scope, window_start) DO UPDATE SET requests = requests + 1, \
+               tokens = tokens + excluded.tokens, claim = excluded.claim \
+             WHERE requests + 1 <= ?{r} AND (requests = 0 OR tokens + excluded.tokens <= ?{t})"
+        ));
+    }
+    sql.push(
+        "INSERT OR IGNORE INTO allowances (member_id, period_start, period_end, plan_id, unit, \
+           amount, used, reserved, period, grant_id, updated_at) \
+         SELECT member_id, next_start, next_end, plan_id, unit, amount, 0, 0, period, \
+           grant_id || '@' || next_start, ?2 \
+         FROM allowances WHERE member_id = ?1 \
+           AND period_start = (SELECT MAX(period_start) FROM allowances \
+                               WHERE member_id = ?1 AND period_start <= ?2) \
+           AND period_end <= ?2 AND period != 'none' AND next_start IS NOT NULL \
+           AND next_start <= ?2 AND next_end > ?2"
+            .into(),
+    );
+    sql.push(format!(
+        "UPDATE allowances SET reserved = reserved + {amt_unit}, claim = ?14, updated_at = ?2 \
+         WHERE member_id = ?1 AND {CURRENT} AND amount - used - reserved >= {amt_unit} \
+           AND {RATE_OK}"
+    ));
+    sql.push(format!(
+        "INSERT INTO reservations ({columns}) \
+         SELECT ?3, ?1, ?4, 'allowance', period_start, unit, {amt_unit}, ?2, ?5, 'reserved', \
+           ?21, ?22, ?23, ?24 \
+         FROM allowances WHERE member_id = ?1 AND claim = ?14 AND {CURRENT}"
+    ));
+    sql.push(format!(
+        "UPDATE wallets SET reserved_micros = reserved_micros + {money}, claim = ?15, \
+           updated_at = ?2 \
+         WHERE member_id = ?1 AND balance_micros - reserved_micros >= {money} \
+           AND NOT EXISTS (SELECT 1 FROM reservations WHERE request_id = ?3) \
+           AND {RATE_OK} AND {wallet_eligible}"
+    ));
+    sql.push(format!(
+        "INSERT INTO reservations ({columns}) \
+         SELECT ?3, ?1, ?4, 'wallet', NULL, 'money', {money}, ?2, ?5, 'reserved', \
+           ?21, ?22, ?23, ?24 \
+         FROM wallets WHERE member_id = ?1 AND claim = ?15"
+    ));
+    // A request that costs nothing (a free model) needs no wallet row.
+    sql.push(format!(
+        "INSERT INTO reservations ({columns}) \
+         SELECT ?3, ?1, ?4, 'wallet', NULL, 'money', 0, ?2, ?5, 'reserved', ?21, ?22, ?23, ?24 \
+         WHERE ?9 = 0 AND ?13 = 0 \
+           AND NOT EXISTS (SELECT 1 FROM reservations WHERE request_id = ?3) \
+           AND {RATE_OK} AND {wallet_eligible}"
+    ));
+    if !scopes.is_empty() {
+        sql.push(
+            "UPDATE rate_windows SET requests = MAX(0, requests - 1), \
+               tokens = MAX(0, tokens - ?19) \
+             WHERE window_start = ?18 AND claim = ?17 \
+               AND NOT EXISTS (SELECT 1 FROM reservations WHERE request_id = ?3)"
+                .into(),
+        );
+    }
+    let diag_at = sql.len();
+    sql.push(format!(
+        "SELECT \
+           (SELECT source FROM reservations WHERE request_id = ?3) AS source, \
+           (SELECT amount FROM reservations WHERE request_id = ?3) AS amount, \
+           (SELECT unit FROM reservations WHERE request_id = ?3) AS unit, \
+           (SELECT period_start FROM reservations WHERE request_id = ?3) AS period_start, \
+           (SELECT unit FROM allowances WHERE member_id = ?1 AND {CURRENT}) AS allowance_unit, \
+           (SELECT period_start FROM allowances WHERE member_id = ?1 AND {CURRENT} \
+              AND period != 'none' AND next_start IS NULL) AS needs_next, \
+           (SELECT COUNT(*) FROM allowances WHERE member_id = ?1 \
+              AND period_start = (SELECT MAX(period_start) FROM allowances \
+                                  WHERE member_id = ?1 AND period_start <= ?2) \
+              AND period_end <= ?2 AND period != 'none') AS renewal_gap"
+    ));
+    let windows_at = sql.len();
+    if !scopes.is_empty() {
+        sql.push(
+            "SELECT scope, requests, tokens, (claim IS NOT NULL AND claim = ?17) AS mine \
+             FROM rate_windows WHERE window_start = ?18 AND scope IN (?25, ?28)"
+                .into(),
+        );
+    }
+    let statements = sql
+        .iter()
+        .map(|s| stmt_with(db, s, &params))
+        .collect::<worker::Result<Vec<_>>>()?;
+    let results = db.batch(statements).await?;
+    let diag: Option<Diagnosis> = match results.get(diag_at) {
+        Some(r) => r.results::<Diagnosis>()?.into_iter().next(),
+        None => None,
+    };
+    let Some(diag) = diag else {
+        return Err(AdmitError::Internal(
+            "admission batch returned no result".into(),
+        ));
+    };
+    if let (Some(source), Some(amount), Some(unit)) = (&diag.source, diag.amount, &diag.unit) {
+        let source = if source == "wallet" {
+            Source::Wallet
+        } else {
+            Source::Allowance
+        };
+        let unit = parse_unit(unit).unwrap_or(AllowanceUnit::Money);
+        return Ok(BatchOutcome::Admitted(
+            Admission {
+                request_id: req.request_id.to_string(),
+                member_id: member.to_string(),
+                key_id: req.key.public_id.clone(),
+                model: req.model.to_string(),
+                price: req.price,
+                estimate: req.estimate,
+                source,
+                unit,
+                period_start: diag.period_start.map(non_negative),
+                amount: non_negative(amount),
+                rate: RateTicket {
+                    window_start: window,
+                    scopes: scopes.iter().map(|s| s.scope.clone()).collect(),
+                    tokens: rate_tokens,
+                },
+                admitted_at: req.now,
+            },
+            diag.needs_next.map(non_negative),
+        ));
+    }
+    if !scopes.is_empty() {
+        let rows: Vec<WindowRow> = match results.get(windows_at) {
+            Some(r) => r.results()?,
+            None => Vec::new(),
+        };
+        let refused = scopes
+            .iter()
+            .find(|s| !rows.iter().any(|r| r.scope == s.scope && r.mine == 1));
+        if let Some(s) = refused {
+            let (requests, tokens) = rows
+                .iter()
+                .find(|r| r.scope == s.scope)
+                .map_or((0, 0), |r| {
+                    (non_negative(r.requests), non_negative(r.tokens))
+                });
+            return Ok(BatchOutcome::RateLimited(RateLimitRefusal::for_scope(
+                s,
+                requests,
+                tokens,
+                ratelimit::reset_secs(req.now),
+            )));
         }
     }
-    if results.get(4).map(changes).unwrap_or(0) == 1 {
-        return Ok(Some(admission(
-            req,
-            Source::Wallet,
-            AllowanceUnit::Money,
-            None,
-            amount(AllowanceUnit::Money),
-            rate,
-        )));
+    if diag.renewal_gap > 0 && diag.allowance_unit.is_none() {
+        return Ok(BatchOutcome::RenewalGap);
     }
-    Ok(None)
-}
-
-/// One reservation attempt: allowance first, then the wallet if allowed.
-async fn reserve(
-    db: &D1Database,
-    req: &AdmitRequest<'_>,
-    rate: &RateTicket,
-) -> Result<Option<Admission>, AdmitError> {
-    let member = req.key.member_id.as_str();
-    let allowance = active_allowance(db, member, req.now).await?;
-    let overage = req.plan.is_some_and(|p| p.overage);
-    if let Some(a) = &allowance {
-        if let Some(unit) = parse_unit(&a.unit) {
-            let amount = req.estimate.in_unit(unit, &req.price);
-            let ps = super::non_negative(a.period_start);
-            if try_allowance(db, req, ps, amount).await? {
-                return Ok(Some(admission(
-                    req,
-                    Source::Allowance,
-                    unit,
-                    Some(ps),
-                    amount,
-                    rate,
-                )));
-            }
-        }
-        if !overage {
-            return Ok(None);
-        }
-    }
-    let amount = req.estimate.in_unit(AllowanceUnit::Money, &req.price);
-    if try_wallet(db, req, amount).await? {
-        return Ok(Some(admission(
-            req,
-            Source::Wallet,
-            AllowanceUnit::Money,
-            None,
-            amount,
-            rate,
-        )));
-    }
-    Ok(None)
-}
-
-fn admission(
-    req: &AdmitRequest<'_>,
-    source: Source,
-    unit: AllowanceUnit,
-    period_start: Option<u64>,
-    amount: u64,
-    rate: &RateTicket,
-) -> Admission {
-    Admission {
-        request_id: req.request_id.to_string(),
-        member_id: req.key.member_id.clone(),
-        key_id: req.key.public_id.clone(),
-        model: req.model.to_string(),
-        price: req.price,
-        estimate: req.estimate,
-        source,
-        unit,
-        period_start,
-        amount,
-        rate: rate.clone(),
-        admitted_at: req.now,
-    }
-}
-
-async fn try_allowance(
-    db: &D1Database,
-    req: &AdmitRequest<'_>,
-    period_start: u64,
-    amount: u64,
-) -> worker::Result<bool> {
-    let claim = claim_token();
-    let member = req.key.member_id.as_str();
-    let guard = stmt(
-        db,
-        "UPDATE allowances SET reserved = reserved + ?3, claim = ?4, updated_at = ?5 \
-         WHERE member_id = ?1 AND period_start = ?2 AND period_end > ?5 \
-           AND amount - used - reserved >= ?3",
-        &[
-            text(member),
-            num(period_start),
-            num(amount),
-            text(&claim),
-            num(req.now),
-        ],
-    )?;
-    let insert = stmt(
-        db,
-        "INSERT INTO reservations (request_id, member_id, key_id, source, period_start, unit, \
-           amount, created_at, expires_at, state) \
-         SELECT ?1, ?2, ?3, 'allowance', period_start, unit, ?4, ?5, ?6, 'reserved' \
-         FROM allowances WHERE member_id = ?2 AND period_start = ?7 AND claim = ?8",
-        &[
-            text(req.request_id),
-            text(member),
-            text(&req.key.public_id),
-            num(amount),
-            num(req.now),
-            num(req.now.saturating_add(RESERVATION_TTL_SECS)),
-            num(period_start),
-            text(&claim),
-        ],
-    )?;
-    let results = db.batch(vec![guard, insert]).await?;
-    Ok(results.first().map(changes).unwrap_or(0) == 1
-        && results.get(1).map(changes).unwrap_or(0) == 1)
-}
-
-async fn try_wallet(db: &D1Database, req: &AdmitRequest<'_>, amount: u64) -> worker::Result<bool> {
-    let claim = claim_token();
-    let member = req.key.member_id.as_str();
-    let ensure = stmt(
-        db,
-        "INSERT OR IGNORE INTO wallets (member_id, balance_micros, reserved_micros, updated_at) \
-         VALUES (?1, 0, 0, ?2)",
-        &[text(member), num(req.now)],
-    )?;
-    let guard = stmt(
-        db,
-        "UPDATE wallets SET reserved_micros = reserved_micros + ?2, claim = ?3, updated_at = ?4 \
-         WHERE member_id = ?1 AND balance_micros - reserved_micros >= ?2",
-        &[text(member), num(amount), text(&claim), num(req.now)],
-    )?;
-    let insert = stmt(
-        db,
-        "INSERT INTO reservations (request_id, member_id, key_id, source, period_start, unit, \
-           amount, created_at, expires_at, state) \
-         SELECT ?1, ?2, ?3, 'wallet', ?7, 'money', ?4, ?5, ?6, 'reserved' \
-         FROM wallets WHERE member_id = ?2 AND claim = ?8",
-        &[
-            text(req.request_id),
-            text(member),
-            text(&req.key.public_id),
-            num(amount),
-            num(req.now),
-            num(req.now.saturating_add(RESERVATION_TTL_SECS)),
-            opt_num(None),
-            text(&claim),
-        ],
-    )?;
-    let results = db.batch(vec![ensure, guard, insert]).await?;
-    Ok(results.get(1).map(changes).unwrap_or(0) == 1
-        && results.get(2).map(changes).unwrap_or(0) == 1)
+    Ok(BatchOutcome::Refused(diag.allowance_unit))
 }

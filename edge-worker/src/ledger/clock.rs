@@ -1,22 +1,23 @@
-//! The ledger's clock: real time, or under `TEST_CLOCK = "1"` (tests only) the time named
-//! by the request header `x-tollbooth-test-now`, so periods and rate windows can be
-//! crossed without sleeping.
+//! The ledger's clock: real time, or under the `TEST_CLOCK` hook (tests only; refused in
+//! production, see `crate::config`) the time named by the request header
+//! `x-tollbooth-test-now`, so periods, rate windows and reservation expiry can be crossed
+//! without sleeping.
 //!
-//! The override is remembered per isolate for the current request (workers run one
-//! isolate thread); every request clears or sets it on entry. Without `TEST_CLOCK` it is
-//! never set.
+//! The override is set per isolate on each request's entry, and the pipeline captures
+//! `now()` into the request context at that moment ([`crate::context::ReqCtx::now_s`]),
+//! so later awaits (settlement in `wait_until`) never read another request's override.
 
 use std::cell::Cell;
 
-use worker::{Env, Request};
+use worker::Request;
 
 thread_local! {
     static OVERRIDE: Cell<Option<u64>> = const { Cell::new(None) };
 }
 
-/// Called on every request's entry.
-pub fn observe(req: &Request, env: &Env) {
-    let value = if env.var("TEST_CLOCK").is_ok_and(|v| v.to_string() == "1") {
+/// Called on every request's entry with whether the `TEST_CLOCK` hook is on.
+pub fn observe(req: &Request, enabled: bool) {
+    let value = if enabled {
         req.headers()
             .get("x-tollbooth-test-now")
             .ok()
@@ -28,9 +29,14 @@ pub fn observe(req: &Request, env: &Env) {
     OVERRIDE.with(|o| o.set(value));
 }
 
-/// Unix seconds now (or the test override).
+/// Unix seconds now (or the test override of the request being entered).
 pub fn now() -> u64 {
     OVERRIDE
         .with(Cell::get)
         .unwrap_or_else(|| worker::Date::now().as_millis() / 1000)
+}
+
+/// Clears the override (the scheduled handler runs on the real clock).
+pub fn reset() {
+    OVERRIDE.with(|o| o.set(None));
 }

@@ -5,8 +5,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use worker::D1Database;
 
-use super::admit::{active_allowance, parse_period, parse_unit};
-use super::{changes, claim_token, inum, non_negative, num, opt_text, stmt, text};
+use super::admit::{current_allowance, next_bounds, open_period, parse_period, parse_unit};
+use super::{changes, claim_token, inum, non_negative, num, opt_num, opt_text, stmt, text};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -146,6 +146,8 @@ pub async fn apply_grant(
     now: u64,
 ) -> worker::Result<bool> {
     let claim = claim_token();
+    let period = grant.period.as_deref().unwrap_or("none");
+    let next = next_bounds(period, grant.period_start, grant.period_end);
     let results = db
         .batch(vec![
             stmt(
@@ -162,13 +164,14 @@ pub async fn apply_grant(
             stmt(
                 db,
                 "INSERT INTO allowances (member_id, period_start, period_end, plan_id, unit, \
-                   amount, used, reserved, period, grant_id, updated_at) \
-                 SELECT ?1, ?2, ?3, ?4, ?5, ?6, 0, 0, ?7, ?8, ?9 \
+                   amount, used, reserved, period, grant_id, updated_at, next_start, next_end) \
+                 SELECT ?1, ?2, ?3, ?4, ?5, ?6, 0, 0, ?7, ?8, ?9, ?11, ?12 \
                  WHERE EXISTS (SELECT 1 FROM applied_grants WHERE grant_id = ?8 AND claim = ?10) \
                  ON CONFLICT (member_id, period_start) DO UPDATE SET \
                    period_end = excluded.period_end, plan_id = excluded.plan_id, \
                    unit = excluded.unit, amount = excluded.amount, period = excluded.period, \
-                   grant_id = excluded.grant_id, updated_at = excluded.updated_at",
+                   grant_id = excluded.grant_id, updated_at = excluded.updated_at, \
+                   next_start = excluded.next_start, next_end = excluded.next_end",
                 &[
                     text(member_id),
                     num(grant.period_start),
@@ -176,10 +179,12 @@ pub async fn apply_grant(
                     text(&grant.plan_id),
                     text(&grant.unit),
                     num(grant.amount),
-                    text(grant.period.as_deref().unwrap_or("none")),
+                    text(period),
                     text(&grant.grant_id),
                     num(now),
                     text(&claim),
+                    opt_num(next.map(|n| n.0)),
+                    opt_num(next.map(|n| n.1)),
                 ],
             )?,
         ])
@@ -199,7 +204,9 @@ struct Totals {
 /// last 30 days).
 pub async fn balance(db: &D1Database, member_id: &str, now: u64) -> worker::Result<Value> {
     let wallet = wallet(db, member_id).await?;
-    let allowance = active_allowance(db, member_id, now).await?;
+    // Reading the balance opens a renewing allowance's current period, as admission would.
+    open_period(db, member_id, now).await?;
+    let allowance = current_allowance(db, member_id, now).await?;
     let (from, to) = allowance.as_ref().map_or(
         (now.saturating_sub(30 * 86_400), now.saturating_add(1)),
         |a| (non_negative(a.period_start), non_negative(a.period_end)),

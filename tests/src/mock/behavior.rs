@@ -47,10 +47,18 @@ pub struct Behavior {
     pub fail_first: Option<u64>,
     /// Cached prompt tokens to report.
     pub cached: Option<u64>,
+    /// Anthropic cache-write prompt tokens to report.
+    pub cache_write: Option<u64>,
     /// Embedding dimension.
     pub dim: Option<usize>,
     /// Echo the last user message.
     pub echo: bool,
+    /// `prompt=N`: report exactly N prompt tokens, whatever the body says.
+    pub prompt: Option<u64>,
+    /// `usage=body`: report prompt tokens for the whole request body (tools, schemas,
+    /// media by per-part constants), counted like the gateway's estimate
+    /// ([`super::text::body_prompt_tokens`]) instead of message words.
+    pub usage_body: bool,
 }
 
 impl Default for Behavior {
@@ -69,8 +77,11 @@ impl Default for Behavior {
             malformed: false,
             fail_first: None,
             cached: None,
+            cache_write: None,
             dim: None,
             echo: false,
+            prompt: None,
+            usage_body: false,
         }
     }
 }
@@ -113,6 +124,10 @@ impl Behavior {
             "usage" => match value {
                 "0" | "false" | "off" | "no" => self.usage = UsageMode::Off,
                 "force" | "2" => self.usage = UsageMode::Force,
+                "body" => {
+                    self.usage = UsageMode::On;
+                    self.usage_body = true;
+                }
                 _ if flag => self.usage = UsageMode::On,
                 _ => {}
             },
@@ -131,13 +146,24 @@ impl Behavior {
             "malformed" => self.malformed = flag,
             "fail_first" => self.fail_first = num.or(self.fail_first),
             "cached" => self.cached = num.or(self.cached),
+            "cache_write" => self.cache_write = num.or(self.cache_write),
             "dim" => {
                 if let Some(d) = size.filter(|d| *d > 0) {
                     self.dim = Some(d.min(MAX_DIM));
                 }
             }
             "echo" => self.echo = flag,
+            "prompt" => self.prompt = num.or(self.prompt),
             _ => {}
+        }
+    }
+
+    /// The prompt tokens to report for a chat request whose message words are `words`.
+    pub fn prompt_tokens(&self, words: u64, body: &serde_json::Value) -> u64 {
+        match (self.prompt, self.usage_body) {
+            (Some(n), _) => n,
+            (None, true) => super::text::body_prompt_tokens(body),
+            (None, false) => words,
         }
     }
 }
@@ -164,6 +190,18 @@ mod tests {
         assert_eq!(b.usage, UsageMode::Off);
         assert!(b.tools);
         assert_eq!(b.cached, Some(4));
+    }
+
+    #[test]
+    fn prompt_and_body_usage_directives() {
+        let body = serde_json::json!({"messages": [{"role": "user", "content": "two words"}],
+            "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]});
+        let b = Behavior::from_request("m@prompt=12345", None);
+        assert_eq!(b.prompt_tokens(2, &body), 12345);
+        let b = Behavior::from_request("m@usage=body", None);
+        assert_eq!(b.usage, UsageMode::On);
+        assert!(b.prompt_tokens(2, &body) > 10, "tools count");
+        assert_eq!(Behavior::default().prompt_tokens(2, &body), 2);
     }
 
     #[test]

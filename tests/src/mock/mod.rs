@@ -74,8 +74,11 @@
 //! | `malformed=1` | Stream: an invalid SSE event (truncated JSON) right after the first content chunk, then the stream continues normally. Non-stream: a 200 body that is truncated JSON. |
 //! | `fail_first=N` | The first N requests with this exact counter key fail with 500, later ones succeed. The key is the full model string, plus `#` and the `x-mock` header value when that header is present. |
 //! | `cached=N` | Report N cached prompt tokens (capped at the prompt tokens). |
+//! | `cache_write=N` | Anthropic: report N `cache_creation_input_tokens` (capped at the prompt tokens left after `cached`); `input_tokens` shrinks by as much. |
 //! | `dim=N` | Embedding dimension (default: the request's `dimensions`, else 16; max 65 536). |
 //! | `echo=1` | The reply text is the last user message instead of `tok{i} `. |
+//! | `prompt=N` | Report exactly N prompt tokens, whatever the body says (a provider whose tokenizer counts more than the gateway estimated). |
+//! | `usage=body` | Usage on, with the prompt tokens of the **whole request body** (tools, schemas, system, tool-call arguments, media by the per-part constants of docs/billing.md), counted like the gateway's documented estimate ([`text::body_prompt_tokens`]), instead of message words. |
 //!
 //! For non-stream requests `hang_after`/`reset_after` send the headers (with the full
 //! `Content-Length`) and the first half of the body, then hang/reset.
@@ -95,7 +98,8 @@
 //!   a `functionCall` part. OpenAI and Anthropic streams split the arguments JSON into
 //!   `min(chunks, len)` fragments (each a content chunk); Gemini sends the whole
 //!   `functionCall` in one chunk.
-//! * **Prompt tokens** P = number of whitespace-separated words in all message text, minimum 1.
+//! * **Prompt tokens** P = number of whitespace-separated words in all message text, minimum 1
+//!   (or what `prompt=N` / `usage=body` say).
 //!   Text is: OpenAI every message `content` (string, or `text` of parts); Anthropic `system`
 //!   plus every message `content` (string, `text` blocks, and the content of `tool_result`
 //!   blocks); Gemini `systemInstruction` plus every `contents[].parts[].text`. Tool

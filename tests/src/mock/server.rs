@@ -609,7 +609,8 @@ async fn answer(
     let ctx = ctx.clone();
     match route {
         Route::Chat => {
-            let facts = openai::chat_facts(&body);
+            let mut facts = openai::chat_facts(&body);
+            facts.words = b.prompt_tokens(facts.words, &body);
             let a = protocol::plan(&facts, &b);
             let id = format!("chatcmpl-mock-{seq}");
             if stream {
@@ -621,7 +622,8 @@ async fn answer(
             }
         }
         Route::Messages => {
-            let facts: ChatFacts = anthropic::chat_facts(&body);
+            let mut facts: ChatFacts = anthropic::chat_facts(&body);
+            facts.words = b.prompt_tokens(facts.words, &body);
             let a = protocol::plan(&facts, &b);
             let id = format!("msg_mock_{seq}");
             if stream {
@@ -646,7 +648,8 @@ async fn answer(
             }
         }
         Route::Gemini { sse, .. } => {
-            let facts = gemini::chat_facts(&body);
+            let mut facts = gemini::chat_facts(&body);
+            facts.words = b.prompt_tokens(facts.words, &body);
             let a = protocol::plan(&facts, &b);
             let id = format!("mock-{seq}");
             if stream {

@@ -32,6 +32,73 @@ pub fn collect_content_text(content: &Value, out: &mut Vec<String>) {
     }
 }
 
+/// Prompt tokens the gateway's estimate documents for one media part (docs/billing.md):
+/// images, files/documents, audio.
+pub const IMAGE_TOKENS: u64 = 1_600;
+pub const FILE_TOKENS: u64 = 3_000;
+pub const AUDIO_TOKENS: u64 = 1_600;
+
+fn text_tokens(s: &str) -> u64 {
+    let ascii = s.chars().filter(char::is_ascii).count() as u64;
+    let other = s.chars().count() as u64 - ascii;
+    ascii.div_ceil(4) + other
+}
+
+fn media_tokens(map: &serde_json::Map<String, Value>) -> Option<u64> {
+    match map.get("type").and_then(Value::as_str) {
+        Some("image_url" | "input_image" | "image") => return Some(IMAGE_TOKENS),
+        Some("input_audio" | "audio") => return Some(AUDIO_TOKENS),
+        Some("file" | "input_file" | "document") => return Some(FILE_TOKENS),
+        _ => {}
+    }
+    for key in ["inline_data", "inlineData", "file_data", "fileData"] {
+        if let Some(part) = map.get(key) {
+            let mime = part
+                .get("mime_type")
+                .or_else(|| part.get("mimeType"))
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            return Some(if mime.starts_with("image/") {
+                IMAGE_TOKENS
+            } else if mime.starts_with("audio/") {
+                AUDIO_TOKENS
+            } else {
+                FILE_TOKENS
+            });
+        }
+    }
+    None
+}
+
+fn walk_tokens(v: &Value) -> u64 {
+    match v {
+        Value::String(s) => text_tokens(s) + 1,
+        Value::Array(items) => items.iter().map(walk_tokens).sum(),
+        Value::Object(map) => match media_tokens(map) {
+            Some(n) => n,
+            None => map
+                .iter()
+                .map(|(k, v)| text_tokens(k) + 1 + walk_tokens(v))
+                .sum(),
+        },
+        _ => 1,
+    }
+}
+
+/// Prompt tokens of a whole request body, counted the way docs/billing.md documents the
+/// gateway's estimate (written here independently of the gateway's code): every string
+/// and key at ASCII characters / 4 (rounded up) plus one per non-ASCII character, plus one
+/// token of punctuation each; one token per number, boolean and null; media parts by
+/// constant; 3 tokens per request and 4 per message (`messages` or Gemini `contents`).
+pub fn body_prompt_tokens(body: &Value) -> u64 {
+    let messages = body
+        .get("messages")
+        .or_else(|| body.get("contents"))
+        .and_then(Value::as_array)
+        .map_or(0, |m| m.len() as u64);
+    walk_tokens(body) + 3 + 4 * messages
+}
+
 /// Text of one content value, parts joined with a single space.
 pub fn content_text(content: &Value) -> String {
     let mut parts = Vec::new();

@@ -74,9 +74,10 @@ fn stop_reason(a: &Answer) -> &'static str {
 
 fn usage_json(a: &Answer, output_tokens: u64) -> Value {
     let cached = a.usage.cached.unwrap_or(0);
+    let written = a.usage.cache_write.unwrap_or(0);
     json!({
-        "input_tokens": a.usage.prompt - cached,
-        "cache_creation_input_tokens": 0,
+        "input_tokens": a.usage.prompt - cached - written,
+        "cache_creation_input_tokens": written,
         "cache_read_input_tokens": cached,
         "output_tokens": output_tokens,
     })

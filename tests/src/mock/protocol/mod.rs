@@ -70,6 +70,9 @@ pub struct Usage {
     pub completion: u64,
     /// Cached prompt tokens, when the `cached` directive is set (already capped at `prompt`).
     pub cached: Option<u64>,
+    /// Cache-write prompt tokens (Anthropic), with `cache_write` (capped at what is left
+    /// of `prompt` after `cached`).
+    pub cache_write: Option<u64>,
 }
 
 /// A planned answer.
@@ -141,6 +144,9 @@ pub fn plan(facts: &ChatFacts, b: &Behavior) -> Answer {
             prompt,
             completion,
             cached: b.cached.map(|c| c.min(prompt)),
+            cache_write: b
+                .cache_write
+                .map(|w| w.min(prompt - b.cached.map_or(0, |c| c.min(prompt)))),
         },
         usage_mode: b.usage,
     }

@@ -2,11 +2,12 @@
 //!
 //! Each text message from the client is one chat completions request (OpenAI JSON). It
 //! runs through exactly the same pipeline as `POST /v1/chat/completions` — auth,
-//! permissions, rate limit, quota, routing, translation, metering — with `stream`
-//! forced on; the answer comes back as one message per chunk (the chunk JSON, as in the
-//! SSE `data:` lines), then a message `[DONE]`. A failed request is answered with one
-//! message `{"error": {...}}` (OpenAI shape, no `[DONE]`) and the socket stays open.
-//! Requests on one socket are served one after another.
+//! permissions, price, admission, attempts, translation, settlement — with `stream`
+//! forced on; the hub chunks come back as one message per chunk (the chunk JSON, as in
+//! the SSE `data:` lines, straight from the hub encoder, never re-decoded), then a
+//! message `[DONE]`. A failed request is answered with one message `{"error": {...}}`
+//! (OpenAI shape, no `[DONE]`) and the socket stays open. Requests on one socket are
+//! served one after another.
 //!
 //! Auth, checked before the upgrade (401/403 as plain HTTP) and again for every message
 //! (so a revoked key stops working within the key cache TTL):
@@ -21,28 +22,28 @@ use std::rc::Rc;
 
 use futures_util::StreamExt;
 use serde_json::Value;
+use tollbooth_core::billing::{Ending, Observed};
 use tollbooth_core::error::GatewayError;
-use tollbooth_core::keyrecord::KeyRecord;
 use tollbooth_core::sse;
+use tollbooth_core::translate::hub::{response_output, Ingress};
 use worker::{
-    Context, Env, Headers, Method, Request, RequestInit, Response, ResponseBody, WebSocket,
-    WebSocketPair, WebsocketEvent,
+    Context, Env, Headers, Request, RequestInit, Response, WebSocket, WebSocketPair, WebsocketEvent,
 };
 
-use crate::auth::{authenticate, KvKeyStore};
+use super::authed;
+use super::chat::{encoder, full_as_events, prepare, ChatAnswer, Prepared};
 use crate::catalogue;
 use crate::config::Config;
-use crate::proxy::{chat::chat_handler, error_response, ReqCtx, Shape};
+use crate::context::ReqCtx;
+use crate::ledger::clock;
+use crate::middleware::error_response;
+use crate::pipeline::ingress::parse_chat;
+use crate::pipeline::metering::Finish;
+use crate::pipeline::stream::{self, Sink};
 use crate::util::request_id;
 
 const SUBPROTOCOL: &str = "tollbooth.chat";
 const KEY_SUBPROTOCOL_PREFIX: &str = "openai-insecure-api-key.";
-
-/// Whether this is the WebSocket chat route (after the optional path prefix).
-pub fn is_ws_path(method: &Method, path: &str) -> bool {
-    *method == Method::Get
-        && (path.ends_with("/v1/chat/completions/ws") || path.ends_with("/chat/completions/ws"))
-}
 
 /// The offered subprotocols, trimmed.
 fn offered_protocols(req: &Request) -> Vec<String> {
@@ -85,22 +86,26 @@ fn auth_request(req: &Request) -> Result<Request, GatewayError> {
 }
 
 /// Upgrades after checking the key; the session then runs until the socket closes.
-pub async fn ws_handler(req: Request, env: Env, ctx: Context) -> worker::Result<Response> {
-    let mut rc = ReqCtx::new(request_id(), "GET".into(), req.path());
-    let result = upgrade(&req, &mut rc, env, ctx).await;
-    let resp = match result {
+pub async fn ws_handler(
+    req: Request,
+    env: Env,
+    ctx: Context,
+    config: Rc<Config>,
+    path: String,
+) -> worker::Result<Response> {
+    let mut rc = ReqCtx::new(request_id(), "GET".into(), path, clock::now());
+    let resp = match upgrade(&req, &mut rc, env, ctx, config).await {
         Ok(resp) => {
             rc.status = 101;
             resp
         }
         Err(e) => {
-            rc.status = e.http_status();
-            rc.error = Some(e.safe_message());
-            error_response(&e, Shape::OpenAi)
+            rc.fail(&e);
+            error_response(&e.into(), Ingress::OpenAiChat)
         }
     };
     rc.stamp(resp.headers());
-    rc.log();
+    rc.write_log();
     Ok(resp)
 }
 
@@ -109,6 +114,7 @@ async fn upgrade(
     rc: &mut ReqCtx,
     env: Env,
     ctx: Context,
+    config: Rc<Config>,
 ) -> Result<Response, GatewayError> {
     let is_upgrade = req
         .headers()
@@ -123,15 +129,8 @@ async fn upgrade(
             code: Some("upgrade_required".into()),
         });
     }
-    let config =
-        Config::get(&env).map_err(|_| GatewayError::internal("Invalid gateway configuration."))?;
     let auth_req = auth_request(req)?;
-    let key = {
-        let store = KvKeyStore::new(&env, config.key_cache_ttl_ms);
-        authenticate(&auth_req, &store).await?
-    };
-    rc.key_public_id = Some(key.public_id.clone());
-
+    authed(rc, &auth_req, &env, &config).await?;
     let internal = |_| GatewayError::internal("could not open the WebSocket");
     let pair = WebSocketPair::new().map_err(internal)?;
     pair.server.accept().map_err(internal)?;
@@ -160,6 +159,17 @@ struct Session {
     auth_req: Request,
 }
 
+/// Socket messages: each event's data (the chunk JSON, `[DONE]`, or the error body).
+struct WsSink<'a>(&'a WebSocket);
+
+impl Sink for WsSink<'_> {
+    fn send(&mut self, events: &[sse::Event]) -> bool {
+        events
+            .iter()
+            .all(|ev| self.0.send_with_str(&ev.data).is_ok())
+    }
+}
+
 impl Session {
     async fn run(self) {
         let Ok(mut events) = self.socket.events() else {
@@ -173,9 +183,7 @@ impl Session {
                         .map(String::into_bytes)
                         .or_else(|| msg.bytes())
                         .unwrap_or_default();
-                    if let Err(e) = self.answer(&body).await {
-                        let _ = self.socket.send_with_str(e.openai_body().to_string());
-                    }
+                    self.answer(&body).await;
                 }
                 Ok(WebsocketEvent::Close(_)) | Err(_) => break,
             }
@@ -183,18 +191,18 @@ impl Session {
     }
 
     /// Runs one request through the chat pipeline and streams the chunks back.
-    async fn answer(&self, body: &[u8]) -> Result<(), GatewayError> {
-        let mut rc = ReqCtx::new(request_id(), "WS".into(), "/v1/chat/completions/ws".into());
-        let result = self.run_chat(&mut rc, body).await;
-        if let Err(e) = &result {
-            rc.status = e.http_status();
-            rc.error = Some(e.safe_message());
+    async fn answer(&self, body: &[u8]) {
+        let mut rc = ReqCtx::new(
+            request_id(),
+            "WS".into(),
+            "/v1/chat/completions/ws".into(),
+            clock::now(),
+        );
+        if let Err(e) = self.run_chat(&mut rc, body).await {
+            rc.fail(&e);
+            let _ = self.socket.send_with_str(e.openai_body().to_string());
         }
-        // Streams log when they end; anything else logs now.
-        if rc.status != 0 {
-            rc.log();
-        }
-        result
+        rc.write_log();
     }
 
     async fn run_chat(&self, rc: &mut ReqCtx, body: &[u8]) -> Result<(), GatewayError> {
@@ -212,56 +220,79 @@ impl Session {
         obj.insert("stream".into(), Value::Bool(true));
         let body = serde_json::to_vec(&request)
             .map_err(|_| GatewayError::internal("could not encode the request"))?;
-
-        let store = KvKeyStore::new(&self.env, self.config.key_cache_ttl_ms);
-        let key: Rc<KeyRecord> = authenticate(&self.auth_req, &store).await?;
-        rc.key_public_id = Some(key.public_id.clone());
+        let key = authed(rc, &self.auth_req, &self.env, &self.config).await?;
+        let job = parse_chat(Ingress::OpenAiChat, &body)?;
         let catalogue = catalogue::load(&self.env, self.config.catalogue_ttl_ms).await?;
-        let mut resp = chat_handler(
+        let prepared = prepare(
             rc,
             &self.env,
             &self.ctx,
             &self.config,
-            catalogue,
-            key,
-            &body,
-            Shape::OpenAi,
+            &catalogue,
+            &key,
+            job,
         )
-        .await?;
-
-        let send = |text: &str| {
-            self.socket
-                .send_with_str(text)
-                .map_err(|_| GatewayError::internal("the client went away"))
-        };
-        match resp.body() {
-            ResponseBody::Stream(_) => {
-                let mut stream = resp
-                    .stream()
-                    .map_err(|_| GatewayError::internal("could not read the stream"))?;
-                let mut decoder = sse::Decoder::new();
-                let mut done = false;
-                while let Some(chunk) = stream.next().await {
-                    let Ok(chunk) = chunk else { break };
-                    for ev in decoder.push(&chunk) {
-                        done |= ev.is_done();
-                        send(&ev.data)?;
-                    }
-                }
-                for ev in decoder.finish() {
-                    done |= ev.is_done();
-                    send(&ev.data)?;
-                }
-                if !done {
-                    send("[DONE]")?;
-                }
-            }
-            ResponseBody::Body(bytes) => {
-                send(&String::from_utf8_lossy(bytes))?;
-                send("[DONE]")?;
-            }
-            ResponseBody::Empty => send("[DONE]")?,
-        }
+        .await
+        .map_err(|e| e.error)?;
+        self.deliver(rc, prepared).await;
         Ok(())
+    }
+
+    async fn deliver(&self, rc: &mut ReqCtx, prepared: Prepared) {
+        let Prepared {
+            job,
+            settlement,
+            answer,
+            raw,
+        } = prepared;
+        let mut sink = WsSink(&self.socket);
+        rc.status = 200;
+        match answer {
+            ChatAnswer::Full(answer) => {
+                let events = full_as_events(rc, &job, &answer);
+                let delivered = sink.send(&events);
+                rc.usage = answer.usage;
+                let output = response_output(&answer.hub);
+                settlement
+                    .finish_now(Finish {
+                        observed: Observed {
+                            ending: if delivered {
+                                Ending::Completed
+                            } else {
+                                Ending::ClientAbort
+                            },
+                            usage: answer.usage,
+                            output_chars: output.chars,
+                            output_tokens_est: output.tokens,
+                        },
+                        deployment: rc.deployment.clone(),
+                        ttft_ms: None,
+                        response: None,
+                    })
+                    .await;
+            }
+            ChatAnswer::Stream(up) => {
+                let enc = encoder(rc, &job, raw);
+                let assemble = settlement.wants_response();
+                let pumped = stream::pump(
+                    *up,
+                    enc,
+                    &mut sink,
+                    rc,
+                    &settlement,
+                    self.config.drain_timeout_ms,
+                    assemble,
+                )
+                .await;
+                settlement
+                    .finish_now(Finish {
+                        observed: pumped.observed,
+                        deployment: rc.deployment.clone(),
+                        ttft_ms: rc.ttft_ms.map(|t| t.max(0.0).round() as u64),
+                        response: pumped.response.map(Box::new),
+                    })
+                    .await;
+            }
+        }
     }
 }

@@ -16,12 +16,12 @@
 //! below. `ALLOW_LOOPBACK_UPSTREAMS=true` (local mode only) permits `127.0.0.1:PORT` /
 //! `localhost:PORT` entries, fetched over plain http.
 
-use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use tollbooth_core::catalogue::AuthStyle;
 use tollbooth_core::error::GatewayError;
 use tollbooth_core::keyrecord::{KeyRecord, KeyRole};
+use tollbooth_core::provider::credential_header;
 use tollbooth_core::ssrf::{self, Host, ParsedUrl, Scheme, SsrfError, SsrfPolicy};
 use worker::{
     Env, Fetch, Headers, Method, Request, RequestInit, RequestRedirect, Response, ResponseBody,
@@ -29,22 +29,11 @@ use worker::{
 
 use crate::auth::{authenticate, KvKeyStore};
 use crate::catalogue;
-use crate::config::Config;
-use crate::protect::{self, ProtectConfig};
-use crate::proxy::{error_response, ReqCtx, Shape};
-use crate::util::{clock_ms, request_id};
-
-/// Allow-listed domains when `PASSTHROUGH_DOMAINS` is unset.
-pub const DEFAULT_DOMAINS: &[(&str, AuthStyle)] = &[
-    ("api.openai.com", AuthStyle::Bearer),
-    ("api.anthropic.com", AuthStyle::XApiKey),
-    ("api.deepseek.com", AuthStyle::Bearer),
-    ("api.siliconflow.cn", AuthStyle::Bearer),
-    ("api.moonshot.cn", AuthStyle::Bearer),
-    ("dashscope.aliyuncs.com", AuthStyle::Bearer),
-    ("models.inference.ai.azure.com", AuthStyle::Bearer),
-    ("generativelanguage.googleapis.com", AuthStyle::Google),
-];
+use crate::config::{domain_key, Config};
+use crate::context::EdgeError;
+use crate::middleware::Call;
+use crate::protect;
+use crate::util::clock_ms;
 
 /// Request headers forwarded upstream; everything else stays at the gateway.
 const FORWARD_REQUEST_HEADERS: &[&str] = &[
@@ -66,96 +55,7 @@ const FORWARD_RESPONSE_HEADERS: &[&str] = &[
     "openai-processing-ms",
 ];
 
-/// Whether the first path segment names a host, i.e. the path is a pass-through route.
-pub fn is_passthrough_path(path: &str) -> bool {
-    let first = path.trim_start_matches('/').split('/').next().unwrap_or("");
-    if first.is_empty() {
-        return false;
-    }
-    let lower = first.to_ascii_lowercase();
-    lower.contains('.')
-        || lower.contains(':')
-        || lower.starts_with('[')
-        || lower.starts_with("0x")
-        || lower.bytes().all(|b| b.is_ascii_digit())
-        || lower == "localhost"
-}
-
-/// The allow-list: normalised authority (`host` or `host:port`) → auth style.
-#[derive(Debug, Clone)]
-pub struct DomainPolicy {
-    domains: BTreeMap<String, AuthStyle>,
-    allow_loopback: bool,
-}
-
-fn parse_style(s: &str) -> Option<AuthStyle> {
-    match s.trim().to_ascii_lowercase().as_str() {
-        "bearer" | "openai" => Some(AuthStyle::Bearer),
-        "x-api-key" | "anthropic" => Some(AuthStyle::XApiKey),
-        "google" | "x-goog-api-key" | "gemini" => Some(AuthStyle::Google),
-        "api-key" | "azure" => Some(AuthStyle::ApiKey),
-        _ => None,
-    }
-}
-
-/// Normalises a configured domain (`Host[:port]`) to the key used for lookups.
-fn normalise_domain(domain: &str) -> Option<String> {
-    let url = ssrf::parse_url(&format!("https://{}/", domain.trim())).ok()?;
-    Some(domain_key(&url))
-}
-
-fn domain_key(url: &ParsedUrl) -> String {
-    if url.explicit_port {
-        format!("{}:{}", url.host, url.port)
-    } else {
-        url.host.to_string()
-    }
-}
-
-impl DomainPolicy {
-    pub fn from_env(env: &Env, config: &Config) -> Self {
-        let allow_loopback = config.allow_loopback_upstreams;
-        let raw = env.var("PASSTHROUGH_DOMAINS").ok().map(|v| v.to_string());
-        let domains = match raw {
-            Some(raw) => Self::parse(&raw),
-            None => DEFAULT_DOMAINS
-                .iter()
-                .map(|(d, s)| ((*d).to_owned(), *s))
-                .collect(),
-        };
-        Self {
-            domains,
-            allow_loopback,
-        }
-    }
-
-    /// Parses the JSON object or `domain=style` list form; invalid entries are skipped.
-    fn parse(raw: &str) -> BTreeMap<String, AuthStyle> {
-        let pairs: Vec<(String, String)> =
-            match serde_json::from_str::<BTreeMap<String, String>>(raw) {
-                Ok(map) => map.into_iter().collect(),
-                Err(_) => raw
-                    .split(',')
-                    .filter_map(|e| {
-                        let (d, s) = e.split_once('=')?;
-                        Some((d.to_owned(), s.to_owned()))
-                    })
-                    .collect(),
-            };
-        pairs
-            .into_iter()
-            .filter_map(|(d, s)| Some((normalise_domain(&d)?, parse_style(&s)?)))
-            .collect()
-    }
-
-    fn ssrf_policy(&self) -> SsrfPolicy {
-        SsrfPolicy {
-            allow_loopback: self.allow_loopback,
-        }
-    }
-}
-
-/// Authenticates the caller with the router's key store (same checks as every other
+/// Authenticates the caller with the shared key store (same checks as every other
 /// route) and requires the `operator` role.
 pub async fn authenticate_operator(
     req: &Request,
@@ -212,8 +112,9 @@ fn ssrf_error(e: SsrfError) -> GatewayError {
 pub fn target_url(
     path: &str,
     query: Option<&str>,
-    policy: &DomainPolicy,
+    config: &Config,
 ) -> Result<(ParsedUrl, String, AuthStyle), GatewayError> {
+    let allow_loopback = config.hooks.allow_loopback;
     let trimmed = path.trim_start_matches('/');
     let (domain, api_path) = match trimmed.split_once('/') {
         Some((d, p)) => (d, format!("/{p}")),
@@ -221,7 +122,7 @@ pub fn target_url(
     };
     let domain = domain.to_ascii_lowercase();
     let host = ssrf::parse_url(&format!("http://{domain}/")).map_err(ssrf_error)?;
-    let scheme = match (&host.host, policy.allow_loopback) {
+    let scheme = match (&host.host, allow_loopback) {
         (Host::Ipv4(_) | Host::Ipv6(_), true) => Scheme::Http,
         (Host::Domain(d), true) if d == "localhost" => Scheme::Http,
         _ => Scheme::Https,
@@ -242,19 +143,23 @@ pub fn target_url(
         None => format!("{}://{domain}{api_path}", scheme.as_str()),
     };
     // The SSRF check runs on the exact URL that will be fetched.
-    let parsed = ssrf::check_url(&url, policy.ssrf_policy()).map_err(ssrf_error)?;
+    let parsed = ssrf::check_url(&url, SsrfPolicy { allow_loopback }).map_err(ssrf_error)?;
     if parsed.host != host.host {
         return Err(GatewayError::invalid_request(
             "Pass-through target refused: the URL's host is ambiguous",
         ));
     }
     let key = domain_key(&parsed);
-    let style = policy.domains.get(&key).copied().ok_or_else(|| {
-        GatewayError::permission_denied(
-            format!("Pass-through target refused: `{key}` is not an allow-listed domain"),
-            "domain_not_allowed",
-        )
-    })?;
+    let style = config
+        .passthrough_domains
+        .get(&key)
+        .copied()
+        .ok_or_else(|| {
+            GatewayError::permission_denied(
+                format!("Pass-through target refused: `{key}` is not an allow-listed domain"),
+                "domain_not_allowed",
+            )
+        })?;
     Ok((parsed, url, style))
 }
 
@@ -304,82 +209,30 @@ async fn credential_for(
     })
 }
 
-fn auth_header(style: AuthStyle, secret: &str) -> (&'static str, String) {
-    match style {
-        AuthStyle::Bearer => ("authorization", format!("Bearer {secret}")),
-        AuthStyle::XApiKey => ("x-api-key", secret.to_owned()),
-        AuthStyle::Google => ("x-goog-api-key", secret.to_owned()),
-        AuthStyle::ApiKey => ("api-key", secret.to_owned()),
-    }
-}
-
 /// `/{domain}/{api_path}` (after the optional path prefix): see the module docs.
-pub async fn passthrough_handler(
-    mut req: Request,
-    env: &Env,
-    cfg: &ProtectConfig,
-) -> worker::Result<Response> {
-    let full_path = req.path();
-    let mut rc = ReqCtx::new(request_id(), req.method().to_string(), full_path.clone());
-    let shape = if full_path.ends_with("/v1/messages") {
-        Shape::Anthropic
-    } else {
-        Shape::OpenAi
-    };
-    let result = match Config::get(env) {
-        Ok(config) => forward(&mut rc, &mut req, env, &config, cfg).await,
-        Err(_) => Err(GatewayError::internal("Invalid gateway configuration.")),
-    };
-    let resp = match result {
-        Ok(resp) => {
-            rc.status = resp.status_code();
-            resp
-        }
-        Err(e) => {
-            rc.status = e.http_status();
-            rc.error = Some(e.safe_message());
-            error_response(&e, shape)
-        }
-    };
-    rc.stamp(resp.headers());
-    rc.log();
-    Ok(resp)
-}
-
-/// Strips the configured path prefix; `None` when the path is not under it.
-pub fn strip_prefix<'a>(path: &'a str, env: &Env) -> &'a str {
-    match Config::get(env) {
-        Ok(c) if !c.path_prefix.is_empty() => path
-            .strip_prefix(c.path_prefix.as_str())
-            .filter(|p| p.starts_with('/'))
-            .unwrap_or(path),
-        _ => path,
-    }
-}
-
-async fn forward(
-    rc: &mut ReqCtx,
-    req: &mut Request,
-    env: &Env,
-    config: &Config,
-    cfg: &ProtectConfig,
-) -> Result<Response, GatewayError> {
-    protect::check_declared_length(req, cfg.max_body_bytes)?;
+pub async fn passthrough_handler(call: Call<'_>) -> Result<Response, EdgeError> {
+    let Call {
+        rc,
+        req,
+        env,
+        config,
+        path,
+        ..
+    } = call;
     let key = authenticate_operator(req, env, config).await?;
     rc.key_public_id = Some(key.public_id.clone());
-    let policy = DomainPolicy::from_env(env, config);
+    rc.operator = true;
     let url = req
         .url()
         .map_err(|_| GatewayError::invalid_request("bad request URL"))?;
-    let path = strip_prefix(url.path(), env);
-    let (target, target_str, style) = target_url(path, url.query(), &policy)?;
+    let (target, target_str, style) = target_url(path, url.query(), config)?;
     rc.deployment = Some(format!("passthrough/{}", domain_key(&target)));
     let secret = credential_for(env, config, &target).await?;
 
     let method = req.method();
     let body = match method {
         Method::Get | Method::Head => Vec::new(),
-        _ => protect::read_body_limited(req, cfg.max_body_bytes).await?,
+        _ => protect::read_body_limited(req, config.max_body_bytes).await?,
     };
     let internal = |_| GatewayError::internal("could not build the upstream request");
     let headers = Headers::new();
@@ -388,7 +241,7 @@ async fn forward(
             headers.set(name, &v).map_err(internal)?;
         }
     }
-    let (auth_name, auth_value) = auth_header(style, &secret);
+    let (auth_name, auth_value) = credential_header(style, &secret);
     headers.set(auth_name, &auth_value).map_err(internal)?;
 
     let mut init = RequestInit::new();
@@ -417,7 +270,8 @@ async fn forward(
             message: format!(
                 "The pass-through target answered with a redirect ({status}); redirects are not followed."
             ),
-        });
+        }
+        .into());
     }
 
     let out_headers = Headers::new();

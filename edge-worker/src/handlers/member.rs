@@ -5,45 +5,18 @@
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tollbooth_core::billing::{civil_from_days, MICROS_PER_UNIT};
-use tollbooth_core::error::GatewayError;
-use tollbooth_core::keyrecord::KeyRecord;
-use worker::{Env, Request, Response, Result};
+use worker::Response;
 
-use crate::auth::KvKeyStore;
-use crate::config::Config;
-use crate::internal::{member_record, MemberRecord};
+use super::authed;
+use crate::auth::{member_record, MemberRecord};
+use crate::context::EdgeError;
 use crate::ledger::{self, num, stmt, text};
+use crate::middleware::{internal, json_value, Call};
 
 /// A JSON field, Null when absent.
 fn f<'a>(v: &'a Value, key: &str) -> &'a Value {
     static NULL: Value = Value::Null;
     v.get(key).unwrap_or(&NULL)
-}
-
-fn error(err: &GatewayError) -> Result<Response> {
-    Ok(Response::from_json(&err.openai_body())?.with_status(err.http_status()))
-}
-
-/// The caller's key record, checked exactly as on the request path
-/// ([`crate::auth::authenticate`]: 401 for a bad key, 403 for a disabled or expired key
-/// or a suspended member).
-pub async fn authenticate(
-    req: &Request,
-    env: &Env,
-    _now: u64,
-) -> Result<std::result::Result<KeyRecord, GatewayError>> {
-    let config = match Config::get(env) {
-        Ok(c) => c,
-        Err(m) => {
-            return Ok(Err(GatewayError::internal(format!(
-                "Invalid configuration: {m}"
-            ))))
-        }
-    };
-    let store = KvKeyStore::new(env, config.key_cache_ttl_ms);
-    Ok(crate::auth::authenticate(req, &store)
-        .await
-        .map(|k| (*k).clone()))
 }
 
 /// RFC 3339 UTC for unix seconds.
@@ -71,35 +44,36 @@ fn currency(micros: i64) -> Value {
     serde_json::from_str(&s).unwrap_or(Value::Null)
 }
 
-macro_rules! authed {
-    ($req:expr, $env:expr, $now:expr) => {
-        match authenticate($req, $env, $now).await? {
-            Ok(k) => k,
-            Err(e) => return error(&e),
-        }
-    };
-}
-
 /// `GET /v1/user-profile`: `{"email","username","user_plan","expire_at"}`.
-pub async fn user_profile_handler(req: Request, env: &Env) -> Result<Response> {
-    let now = ledger::now_secs(env, Some(&req));
-    let key = authed!(&req, env, now);
+pub async fn user_profile_handler(call: Call<'_>) -> Result<Response, EdgeError> {
+    let Call {
+        rc,
+        req,
+        env,
+        config,
+        ..
+    } = call;
+    let key = authed(rc, req, env, config).await?;
     let member = member_record(env, &key.member_id)
-        .await?
+        .await
+        .map_err(internal("key store unavailable"))?
         .unwrap_or_else(|| MemberRecord {
             member_id: key.member_id.clone(),
             status: "active".into(),
             ..MemberRecord::default()
         });
     let expires = member.plan_expires_at.or(key.expires_at);
-    Response::from_json(&json!({
-        "email": member.email,
-        "username": member.username,
-        "user_plan": key.plan_id,
-        "expire_at": expires.map(rfc3339),
-        "member_id": key.member_id,
-        "status": member.status,
-    }))
+    json_value(
+        200,
+        &json!({
+            "email": member.email,
+            "username": member.username,
+            "user_plan": key.plan_id,
+            "expire_at": expires.map(rfc3339),
+            "member_id": key.member_id,
+            "status": member.status,
+        }),
+    )
 }
 
 #[derive(Deserialize)]
@@ -130,11 +104,21 @@ fn series_json(rows: &[SeriesRow]) -> Vec<Value> {
 
 /// `GET /api/usage`: period totals, remaining allowance, wallet, and per-day (30 days) and
 /// per-hour (48 hours) series from the hourly rollups.
-pub async fn usage_handler(req: Request, env: &Env) -> Result<Response> {
-    let now = ledger::now_secs(env, Some(&req));
-    let key = authed!(&req, env, now);
-    let db = ledger::db(env)?;
-    let balance = ledger::balance(&db, &key.member_id, now).await?;
+pub async fn usage_handler(call: Call<'_>) -> Result<Response, EdgeError> {
+    let Call {
+        rc,
+        req,
+        env,
+        config,
+        ..
+    } = call;
+    let key = authed(rc, req, env, config).await?;
+    let now = rc.now_s;
+    let unavailable = internal("ledger unavailable");
+    let db = ledger::db(env).map_err(&unavailable)?;
+    let balance = ledger::balance(&db, &key.member_id, now)
+        .await
+        .map_err(&unavailable)?;
     let series = |bucket: &str, since: u64| {
         stmt(
             &db,
@@ -148,33 +132,49 @@ pub async fn usage_handler(req: Request, env: &Env) -> Result<Response> {
             &[text(&key.member_id), num(since)],
         )
     };
-    let daily: Vec<SeriesRow> = series("hour - hour % 86400", now.saturating_sub(30 * 86_400))?
-        .all()
-        .await?
-        .results()?;
-    let hourly: Vec<SeriesRow> = series("hour", now.saturating_sub(48 * 3600))?
-        .all()
-        .await?
-        .results()?;
-    Response::from_json(&json!({
-        "member_id": key.member_id,
-        "user_plan": key.plan_id,
-        "period": f(&balance, "usage").clone(),
-        "allowance": f(&balance, "allowance").clone(),
-        "wallet": f(&balance, "wallet").clone(),
-        "daily": series_json(&daily),
-        "hourly": series_json(&hourly),
-    }))
+    let read = |s: worker::Result<worker::D1PreparedStatement>| async {
+        s?.all().await?.results::<SeriesRow>()
+    };
+    let daily = read(series(
+        "hour - hour % 86400",
+        now.saturating_sub(30 * 86_400),
+    ))
+    .await
+    .map_err(&unavailable)?;
+    let hourly = read(series("hour", now.saturating_sub(48 * 3600)))
+        .await
+        .map_err(&unavailable)?;
+    json_value(
+        200,
+        &json!({
+            "member_id": key.member_id,
+            "user_plan": key.plan_id,
+            "period": f(&balance, "usage").clone(),
+            "allowance": f(&balance, "allowance").clone(),
+            "wallet": f(&balance, "wallet").clone(),
+            "daily": series_json(&daily),
+            "hourly": series_json(&hourly),
+        }),
+    )
 }
 
 /// `GET /api/v1/key`: OpenRouter's key info shape. Money figures are in currency units
 /// (`usage`, `limit`, `limit_remaining`) with exact integer `*_micros` beside them; a
 /// non-money allowance is reported in its own unit.
-pub async fn key_info_handler(req: Request, env: &Env) -> Result<Response> {
-    let now = ledger::now_secs(env, Some(&req));
-    let key = authed!(&req, env, now);
-    let db = ledger::db(env)?;
-    let balance = ledger::balance(&db, &key.member_id, now).await?;
+pub async fn key_info_handler(call: Call<'_>) -> Result<Response, EdgeError> {
+    let Call {
+        rc,
+        req,
+        env,
+        config,
+        ..
+    } = call;
+    let key = authed(rc, req, env, config).await?;
+    let unavailable = internal("ledger unavailable");
+    let db = ledger::db(env).map_err(&unavailable)?;
+    let balance = ledger::balance(&db, &key.member_id, rc.now_s)
+        .await
+        .map_err(&unavailable)?;
     let allowance = f(&balance, "allowance");
     let wallet = f(&balance, "wallet");
     let usage_micros = f(f(&balance, "usage"), "cost_micros").as_i64().unwrap_or(0);
@@ -201,24 +201,27 @@ pub async fn key_info_handler(req: Request, env: &Env) -> Result<Response> {
         (l, r, reset)
     };
     let unit_name = f(allowance, "unit").as_str().unwrap_or("money").to_string();
-    Response::from_json(&json!({
-        "data": {
-            "label": key.name.clone().unwrap_or_else(|| format!("sk-{}-...", key.public_id)),
-            "usage": currency(usage_micros),
-            "usage_micros": usage_micros,
-            "limit": limit,
-            "limit_remaining": remaining,
-            "limit_unit": unit_name,
-            "limit_reset": reset,
-            "is_free_tier": allowance.is_null() && wallet.is_null(),
-            "is_provisioning_key": false,
-            "expires_at": key.expires_at.map(rfc3339),
-            "rate_limit": {
-                "requests": key.rpm,
-                "tokens": key.tpm,
-                "interval": "1m",
-            },
-            "wallet_balance_micros": f(wallet, "balance_micros").clone(),
-        }
-    }))
+    json_value(
+        200,
+        &json!({
+            "data": {
+                "label": key.name.clone().unwrap_or_else(|| format!("sk-{}-...", key.public_id)),
+                "usage": currency(usage_micros),
+                "usage_micros": usage_micros,
+                "limit": limit,
+                "limit_remaining": remaining,
+                "limit_unit": unit_name,
+                "limit_reset": reset,
+                "is_free_tier": allowance.is_null() && wallet.is_null(),
+                "is_provisioning_key": false,
+                "expires_at": key.expires_at.map(rfc3339),
+                "rate_limit": {
+                    "requests": key.rpm,
+                    "tokens": key.tpm,
+                    "interval": "1m",
+                },
+                "wallet_balance_micros": f(wallet, "balance_micros").clone(),
+            }
+        }),
+    )
 }
