@@ -18,6 +18,11 @@ export DYNAMODB_LOCAL_VERSION=11.1.0
 export PY_OPENAI_VERSION=3.54.0
 export PY_ANTHROPIC_VERSION=2.12.0
 export CARGO_FUZZ_VERSION=0.13.2
+# The coding agents tests/tests/agents_cli.rs drives (npm, under $TB_TOOLS/agents).
+export CLAUDE_CODE_VERSION=2.1.328
+export CODEX_VERSION=0.169.0
+export GEMINI_CLI_VERSION=0.61.0
+export TB_AGENTS_BIN="$TB_TOOLS/agents/node_modules/.bin"
 
 # cargo-installed tools (worker-build, wasm-bindgen) live in $CARGO_HOME/bin.
 export TB_CARGO_BIN="${CARGO_HOME:-$HOME/.cargo}/bin"

@@ -67,6 +67,18 @@ if ! "$TB_TOOLS/cargo-fuzz/bin/cargo-fuzz" --version 2>/dev/null | grep -q "$CAR
   cargo install --locked cargo-fuzz --version "$CARGO_FUZZ_VERSION" --root "$TB_TOOLS/cargo-fuzz"
 fi
 
+# 8. The coding agents (Claude Code, Codex CLI, Gemini CLI), pinned, for
+#    tests/tests/agents_cli.rs. Installed with Node 22 (Claude Code needs >= 22); the npm
+#    packages carry their platform binaries, nothing is downloaded at run time.
+agents_spec="@anthropic-ai/claude-code@$CLAUDE_CODE_VERSION @openai/codex@$CODEX_VERSION @google/gemini-cli@$GEMINI_CLI_VERSION"
+if ! stamp_ok agents "$agents_spec" || ! [ -x "$TB_AGENTS_BIN/claude" ] || ! [ -x "$TB_AGENTS_BIN/codex" ] || ! [ -x "$TB_AGENTS_BIN/gemini" ]; then
+  tb_log "installing agents: $agents_spec"
+  mkdir -p "$TB_TOOLS/agents"
+  # shellcheck disable=SC2086
+  npm install --silent --no-audit --no-fund --prefix "$TB_TOOLS/agents" $agents_spec
+  stamp_set agents "$agents_spec"
+fi
+
 # Java runs DynamoDB Local.
 if ! command -v java >/dev/null; then
   tb_log "installing java (for DynamoDB Local)"

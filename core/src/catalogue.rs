@@ -32,6 +32,9 @@ pub enum ProviderKind {
     Anthropic,
     /// Google Gemini. `base_url` like `https://generativelanguage.googleapis.com/v1beta`.
     Gemini,
+    /// The OpenAI Responses API (`POST {base_url}/responses`, Bearer), for models served
+    /// only through it. `base_url` ends with the version, e.g. `/v1`.
+    Responses,
 }
 
 /// How a credential is presented upstream.
@@ -51,7 +54,7 @@ pub enum AuthStyle {
 impl ProviderKind {
     pub fn default_auth(self) -> AuthStyle {
         match self {
-            Self::Openai => AuthStyle::Bearer,
+            Self::Openai | Self::Responses => AuthStyle::Bearer,
             Self::Azure => AuthStyle::ApiKey,
             Self::Anthropic => AuthStyle::XApiKey,
             Self::Gemini => AuthStyle::Google,

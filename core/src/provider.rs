@@ -34,7 +34,7 @@ use crate::catalogue::{AuthStyle, Credential, Provider, ProviderKind};
 use crate::error::{redact_secrets, GatewayError};
 use crate::protocol::openai as oa;
 use crate::ssrf::{self, SsrfPolicy};
-use crate::translate::{anthropic as tan, gemini as tg};
+use crate::translate::{anthropic as tan, gemini as tg, responses_upstream as tru};
 
 /// The `anthropic-version` sent unless the provider's headers set another.
 pub const ANTHROPIC_VERSION: &str = "2023-06-01";
@@ -278,6 +278,12 @@ pub fn chat_request(
                 .map_err(|e| GatewayError::invalid_request(e.to_string()))?;
             (tg::upstream_path(upstream_model, stream), to_json(&r)?)
         }
+        ProviderKind::Responses => {
+            let mut r = tru::hub_to_responses_request(req, upstream_model)
+                .map_err(|e| translate_error(e.to_openai()))?;
+            r.stream = stream.then_some(true);
+            (tru::UPSTREAM_PATH.to_owned(), to_json(&r)?)
+        }
     };
     Ok(UpstreamRequest {
         method: UpstreamMethod::Post,
@@ -311,6 +317,34 @@ pub fn anthropic_passthrough_request(
     Ok(UpstreamRequest {
         method: UpstreamMethod::Post,
         url: request_url(provider, "messages", allow_loopback)?,
+        headers: auth_headers(provider, cred),
+        body: to_json(&body)?,
+    })
+}
+
+/// A Responses body forwarded as the client sent it (after the edge's screening:
+/// hosted tools dropped, `store` false), for `/v1/responses` against a Responses
+/// upstream: reasoning items with their `encrypted_content` and every other field
+/// survive. Only `model`, `stream` and the output cap `max_output_tokens` are set.
+pub fn responses_passthrough_request(
+    provider: &Provider,
+    cred: &Credential,
+    upstream_model: &str,
+    body: &Value,
+    max_output_tokens: u64,
+    stream: bool,
+    allow_loopback: bool,
+) -> Result<UpstreamRequest, GatewayError> {
+    let mut body = tru::passthrough_body(body, upstream_model, stream);
+    if let Some(obj) = body.as_object_mut() {
+        obj.insert(
+            "max_output_tokens".into(),
+            Value::from(max_output_tokens.max(tru::MIN_MAX_OUTPUT_TOKENS)),
+        );
+    }
+    Ok(UpstreamRequest {
+        method: UpstreamMethod::Post,
+        url: request_url(provider, tru::UPSTREAM_PATH, allow_loopback)?,
         headers: auth_headers(provider, cred),
         body: to_json(&body)?,
     })

@@ -1,5 +1,7 @@
 //! Member authentication and the KV `KEYS` store: `Authorization: Bearer
-//! sk-<id>-<secret>` or `x-api-key` (what the Anthropic SDK sends), looked up by public
+//! sk-<id>-<secret>` or `x-api-key` (what the Anthropic SDK sends), and on the Gemini
+//! routes also `x-goog-api-key` or the `?key=` query parameter (what Gemini clients
+//! send; the query is never logged: log lines carry the path only), looked up by public
 //! id (`key:<id>`) and checked against the stored hash in constant time; the member
 //! record (`member:<id>`) says whether the member is suspended. Records are cached in
 //! the isolate for `KEY_CACHE_TTL_MS`; KV itself is eventually consistent (up to about
@@ -177,19 +179,45 @@ impl<'a> KvKeyStore<'a> {
     }
 }
 
-/// The presented key: `Authorization: Bearer` wins, then `x-api-key`.
-fn presented_key(req: &Request) -> Option<String> {
-    let headers = req.headers();
-    if let Ok(Some(v)) = headers.get("authorization") {
+/// Where a route looks for the key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeySource {
+    /// `Authorization: Bearer`, then `x-api-key`.
+    Standard,
+    /// As `Standard`, then `x-goog-api-key`, then `?key=` (the Gemini routes).
+    Google,
+}
+
+fn header_value(req: &Request, name: &str) -> Option<String> {
+    req.headers()
+        .get(name)
+        .ok()
+        .flatten()
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
+}
+
+/// The presented key: `Authorization: Bearer` wins, then `x-api-key`; for `Google`
+/// then `x-goog-api-key`, then `?key=`.
+fn presented_key(req: &Request, source: KeySource) -> Option<String> {
+    if let Some(v) = header_value(req, "authorization") {
         if let Some(t) = bearer_token(&v) {
             return Some(t.to_owned());
         }
     }
-    headers
-        .get("x-api-key")
-        .ok()
-        .flatten()
-        .map(|v| v.trim().to_owned())
+    if let Some(v) = header_value(req, "x-api-key") {
+        return Some(v);
+    }
+    if source == KeySource::Standard {
+        return None;
+    }
+    if let Some(v) = header_value(req, "x-goog-api-key") {
+        return Some(v);
+    }
+    let url = req.url().ok()?;
+    url.query_pairs()
+        .find(|(k, _)| k == "key")
+        .map(|(_, v)| v.trim().to_owned())
         .filter(|v| !v.is_empty())
 }
 
@@ -199,11 +227,25 @@ pub async fn authenticate(
     req: &Request,
     store: &KvKeyStore<'_>,
 ) -> Result<Rc<KeyRecord>, GatewayError> {
-    let Some(token) = presented_key(req) else {
-        return Err(GatewayError::authentication(
-            "Missing API key: send `Authorization: Bearer <key>` or `x-api-key: <key>`.",
-            "missing_api_key",
-        ));
+    authenticate_from(req, store, KeySource::Standard).await
+}
+
+/// [`authenticate`] with the key looked for in `source`.
+pub async fn authenticate_from(
+    req: &Request,
+    store: &KvKeyStore<'_>,
+    source: KeySource,
+) -> Result<Rc<KeyRecord>, GatewayError> {
+    let Some(token) = presented_key(req, source) else {
+        let how = match source {
+            KeySource::Standard => {
+                "Missing API key: send `Authorization: Bearer <key>` or `x-api-key: <key>`."
+            }
+            KeySource::Google => {
+                "Missing API key: send `x-goog-api-key: <key>`, `?key=<key>` or `Authorization: Bearer <key>`."
+            }
+        };
+        return Err(GatewayError::authentication(how, "missing_api_key"));
     };
     let key = ApiKey::parse(&token).map_err(|_| GatewayError::invalid_api_key())?;
     let record = store

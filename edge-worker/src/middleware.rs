@@ -114,6 +114,12 @@ async fn dispatch(route: Route, call: Call<'_>) -> std::result::Result<Response,
             handlers::json::json_handler(call, handlers::json::JsonEndpoint::Rerank).await
         }
         Route::Models => handlers::models::models_handler(call).await,
+        Route::ResponsesStored => handlers::ingress_extra::responses_stored_handler(call).await,
+        Route::CountTokens(ingress) => {
+            handlers::ingress_extra::count_tokens_handler(call, ingress).await
+        }
+        Route::GeminiModels => handlers::ingress_extra::gemini_models_handler(call).await,
+        Route::GeminiModel => handlers::ingress_extra::gemini_model_handler(call).await,
         // Answered before the context exists (see `handle`).
         Route::Ws | Route::NotFound => Err(GatewayError::NotFound {
             message: format!("Unknown route: {} {}", call.rc.method, call.path),

@@ -10,7 +10,8 @@
 //! ([`crate::handlers::chat`], [`crate::handlers::json`]):
 //!
 //! 1. **body** — read with the streamed-length bound, parsed once into the ingress's
-//!    shape ([`crate::pipeline::ingress`]: `Ingress::{OpenAiChat, AnthropicMessages}`),
+//!    shape ([`crate::pipeline::ingress`]: `Ingress::{OpenAiChat, AnthropicMessages,
+//!    Responses, Gemini}`),
 //!    screened by the forwarded-field allow-list (`tollbooth_core::provider`).
 //! 2. **auth** — `Authorization: Bearer` / `x-api-key`, KV `KEYS`, hash check
 //!    ([`crate::auth`]); 401 / 403.
@@ -61,7 +62,95 @@ pub enum Route {
     Rerank,
     /// `GET /v1/models` (`/models`).
     Models,
+    // --- ingress stream: the other protocols' routes (issue 15) ---
+    /// `GET` / `DELETE /v1/responses/{id}` (and below): responses are not stored, 404.
+    ResponsesStored,
+    /// `POST /v1/messages/count_tokens` (`AnthropicMessages`) and
+    /// `POST /v1beta/models/{model}:countTokens` (`Gemini`): authenticated, not billed.
+    CountTokens(Ingress),
+    /// `GET /v1beta/models`.
+    GeminiModels,
+    /// `GET /v1beta/models/{model}`.
+    GeminiModel,
     NotFound,
+}
+
+/// The method of a Gemini model route (`models/{model}:<method>`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GeminiMethod {
+    Generate,
+    Stream,
+    CountTokens,
+}
+
+/// Gemini routes live under this prefix.
+pub const GEMINI_MODELS_PREFIX: &str = "/v1beta/models/";
+
+/// Percent-decodes a path segment (`%2F` → `/`); invalid escapes stay as they are.
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        if b == b'%' {
+            if let Some(v) = bytes
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+            {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The model and method of `/v1beta/models/{model}:<method>` (the model may itself hold
+/// `/` or `:`: the method is after the last `:`).
+pub fn gemini_target(path: &str) -> Option<(String, GeminiMethod)> {
+    let rest = path.strip_prefix(GEMINI_MODELS_PREFIX)?;
+    let (model, method) = rest.rsplit_once(':')?;
+    let method = match method {
+        "generateContent" => GeminiMethod::Generate,
+        "streamGenerateContent" => GeminiMethod::Stream,
+        "countTokens" => GeminiMethod::CountTokens,
+        _ => return None,
+    };
+    let model = percent_decode(model);
+    (!model.is_empty()).then_some((model, method))
+}
+
+/// The model of `GET /v1beta/models/{model}`.
+pub fn gemini_model(path: &str) -> Option<String> {
+    let model = percent_decode(path.strip_prefix(GEMINI_MODELS_PREFIX)?);
+    (!model.is_empty()).then_some(model)
+}
+
+/// The routes of the Responses and Gemini ingresses and the count_tokens endpoints.
+fn ingress_route(method: &Method, path: &str) -> Option<Route> {
+    match (method, path) {
+        (Method::Post, "/v1/responses") => return Some(Route::Chat(Ingress::Responses)),
+        (Method::Post, "/v1/messages/count_tokens") => {
+            return Some(Route::CountTokens(Ingress::AnthropicMessages))
+        }
+        (Method::Get, "/v1beta/models") => return Some(Route::GeminiModels),
+        (Method::Get | Method::Delete, p) if p.starts_with("/v1/responses/") => {
+            return Some(Route::ResponsesStored)
+        }
+        _ => {}
+    }
+    match method {
+        Method::Post => match gemini_target(path)?.1 {
+            GeminiMethod::Generate | GeminiMethod::Stream => Some(Route::Chat(Ingress::Gemini)),
+            GeminiMethod::CountTokens => Some(Route::CountTokens(Ingress::Gemini)),
+        },
+        Method::Get if !path.contains(':') => gemini_model(path).map(|_| Route::GeminiModel),
+        _ => None,
+    }
 }
 
 /// The route for a method and a path (already without `PATH_PREFIX`).
@@ -84,6 +173,9 @@ pub fn route(method: &Method, path: &str) -> Route {
         (Method::Get, "/v1/chat/completions/ws" | "/chat/completions/ws") => return Route::Ws,
         _ => {}
     }
+    if let Some(r) = ingress_route(method, path) {
+        return r;
+    }
     if is_front_door_path(path) {
         return Route::FrontDoor;
     }
@@ -97,7 +189,9 @@ impl Route {
     /// The protocol errors are rendered in.
     pub fn error_shape(self, path: &str) -> Ingress {
         match self {
-            Route::Chat(ingress) => ingress,
+            Route::Chat(ingress) | Route::CountTokens(ingress) => ingress,
+            Route::GeminiModels | Route::GeminiModel => Ingress::Gemini,
+            Route::NotFound if path.starts_with("/v1beta/") => Ingress::Gemini,
             Route::Passthrough if path.ends_with("/v1/messages") => Ingress::AnthropicMessages,
             _ => Ingress::OpenAiChat,
         }
@@ -186,10 +280,84 @@ mod tests {
             (Method::Get, "/v1/chat/completions", Route::NotFound),
             (Method::Get, "/apis", Route::NotFound),
             (Method::Get, "/authorization/x", Route::NotFound),
+            (
+                Method::Post,
+                "/v1/responses",
+                Route::Chat(Ingress::Responses),
+            ),
+            (Method::Get, "/v1/responses/resp_1", Route::ResponsesStored),
+            (
+                Method::Delete,
+                "/v1/responses/resp_1",
+                Route::ResponsesStored,
+            ),
+            (Method::Get, "/v1/responses", Route::NotFound),
+            (
+                Method::Post,
+                "/v1/messages/count_tokens",
+                Route::CountTokens(Ingress::AnthropicMessages),
+            ),
+            (
+                Method::Post,
+                "/v1beta/models/gemini-2.5-pro:generateContent",
+                Route::Chat(Ingress::Gemini),
+            ),
+            (
+                Method::Post,
+                "/v1beta/models/gemini-2.5-pro:streamGenerateContent",
+                Route::Chat(Ingress::Gemini),
+            ),
+            (
+                Method::Post,
+                "/v1beta/models/g:countTokens",
+                Route::CountTokens(Ingress::Gemini),
+            ),
+            (
+                Method::Post,
+                "/v1beta/models/g:embedContent",
+                Route::NotFound,
+            ),
+            (
+                Method::Post,
+                "/v1beta/models/:generateContent",
+                Route::NotFound,
+            ),
+            (Method::Get, "/v1beta/models", Route::GeminiModels),
+            (
+                Method::Get,
+                "/v1beta/models/gemini-2.5-pro",
+                Route::GeminiModel,
+            ),
+            (Method::Get, "/v1beta/models/", Route::NotFound),
         ];
         for (m, p, want) in cases {
             assert_eq!(route(&m, p), want, "{m:?} {p}");
         }
+    }
+
+    #[test]
+    fn test_gemini_targets_and_error_shapes() {
+        assert_eq!(
+            gemini_target("/v1beta/models/oa%2Fgpt-up:streamGenerateContent"),
+            Some(("oa/gpt-up".to_owned(), GeminiMethod::Stream))
+        );
+        assert_eq!(
+            gemini_target("/v1beta/models/a:b:generateContent"),
+            Some(("a:b".to_owned(), GeminiMethod::Generate))
+        );
+        assert_eq!(gemini_target("/v1/models/g:generateContent"), None);
+        assert_eq!(
+            Route::NotFound.error_shape("/v1beta/models/x:nope"),
+            Ingress::Gemini
+        );
+        assert_eq!(
+            Route::Chat(Ingress::Gemini).error_shape("/v1beta/models/x:generateContent"),
+            Ingress::Gemini
+        );
+        assert_eq!(
+            Route::ResponsesStored.error_shape("/v1/responses/x"),
+            Ingress::OpenAiChat
+        );
     }
 
     #[test]

@@ -30,8 +30,12 @@ use crate::error::{redact_secrets, GatewayError};
 use crate::protocol::anthropic as an;
 use crate::protocol::gemini as g;
 use crate::protocol::openai as oa;
+use crate::protocol::responses as rs;
 use crate::sse;
-use crate::translate::{anthropic as tan, gemini as tg};
+use crate::translate::responses_ingress::{self as ri, ResponsesEcho};
+use crate::translate::{
+    anthropic as tan, gemini as tg, gemini_ingress as gi, responses_upstream as tru,
+};
 use crate::usage::Usage;
 
 /// The protocol the caller speaks on the model API.
@@ -41,6 +45,10 @@ pub enum Ingress {
     OpenAiChat,
     /// `POST /v1/messages`.
     AnthropicMessages,
+    /// `POST /v1/responses` (OpenAI Responses API).
+    Responses,
+    /// `POST /v1beta/models/{model}:generateContent` and `:streamGenerateContent`.
+    Gemini,
 }
 
 impl Ingress {
@@ -49,14 +57,65 @@ impl Ingress {
         match self {
             Ingress::OpenAiChat => "/v1/chat/completions",
             Ingress::AnthropicMessages => "/v1/messages",
+            Ingress::Responses => "/v1/responses",
+            Ingress::Gemini => "/v1beta/models:generateContent",
         }
     }
 
     /// The error body in this protocol's shape.
     pub fn error_body(self, err: &GatewayError) -> Value {
         match self {
-            Ingress::OpenAiChat => err.openai_body(),
+            Ingress::OpenAiChat | Ingress::Responses => err.openai_body(),
             Ingress::AnthropicMessages => err.anthropic_body(),
+            Ingress::Gemini => gemini_error_body(err),
+        }
+    }
+}
+
+/// A gateway error in Gemini's shape: `{"error":{"code","message","status"}}`.
+pub fn gemini_error_body(err: &GatewayError) -> Value {
+    serde_json::to_value(gi::error_response(err.http_status(), err.safe_message()))
+        .unwrap_or(Value::Null)
+}
+
+/// What an ingress's answers need from its request beyond the model name: the
+/// Responses echo (ids, echoed parameters, the tool map), Gemini's stream framing.
+#[derive(Debug, Clone)]
+pub enum IngressContext {
+    OpenAiChat,
+    AnthropicMessages,
+    Responses(Box<ResponsesEcho>),
+    /// `alt_sse`: the request had `alt=sse` (else the streamed JSON array).
+    Gemini {
+        alt_sse: bool,
+    },
+}
+
+impl IngressContext {
+    /// The ingress this context belongs to.
+    pub fn ingress(&self) -> Ingress {
+        match self {
+            IngressContext::OpenAiChat => Ingress::OpenAiChat,
+            IngressContext::AnthropicMessages => Ingress::AnthropicMessages,
+            IngressContext::Responses(_) => Ingress::Responses,
+            IngressContext::Gemini { .. } => Ingress::Gemini,
+        }
+    }
+
+    /// A context without request facts (a Responses echo of an empty request, Gemini
+    /// SSE framing), for callers that have none.
+    pub fn bare(ingress: Ingress, id: &str, model: &str) -> Self {
+        match ingress {
+            Ingress::OpenAiChat => IngressContext::OpenAiChat,
+            Ingress::AnthropicMessages => IngressContext::AnthropicMessages,
+            Ingress::Responses => IngressContext::Responses(Box::new(ResponsesEcho::new(
+                &rs::ResponsesRequest::default(),
+                id,
+                0,
+                model,
+                false,
+            ))),
+            Ingress::Gemini => IngressContext::Gemini { alt_sse: true },
         }
     }
 }
@@ -134,6 +193,7 @@ enum Upstream {
     OpenAi { usage: Option<Usage>, done: bool },
     Anthropic(Box<tan::AnthropicToOpenAiStream>),
     Gemini(Box<tg::GeminiStreamTranslator>),
+    Responses(Box<tru::ResponsesToHubStream>),
 }
 
 /// Upstream stream bytes → hub chunks, whatever the upstream protocol (see the module
@@ -162,6 +222,9 @@ impl HubDecoder {
             ProviderKind::Gemini => Upstream::Gemini(Box::new(tg::GeminiStreamTranslator::new(
                 id, created, model, true,
             ))),
+            ProviderKind::Responses => Upstream::Responses(Box::new(
+                tru::ResponsesToHubStream::new(id, created, model, true),
+            )),
         };
         HubDecoder {
             sse: sse::Decoder::new(),
@@ -198,6 +261,13 @@ impl HubDecoder {
             Upstream::Gemini(t) => {
                 let chunks = t.finish_stream();
                 match t.upstream_error() {
+                    Some(e) => Err(redact_secrets(&e.message)),
+                    None => Ok(chunks),
+                }
+            }
+            Upstream::Responses(t) => {
+                let chunks = t.finish();
+                match t.error() {
                     Some(e) => Err(redact_secrets(&e.message)),
                     None => Ok(chunks),
                 }
@@ -270,6 +340,15 @@ impl HubDecoder {
                 }
                 Err(_) => self.unreadable = self.unreadable.saturating_add(1),
             },
+            Upstream::Responses(t) => match rs::StreamEvent::from_data(&ev.data) {
+                Ok(event) => {
+                    out.chunks = t.on_event(event);
+                    if let Some(e) = t.error() {
+                        out.error = Some(redact_secrets(&e.message));
+                    }
+                }
+                Err(_) => self.unreadable = self.unreadable.saturating_add(1),
+            },
         }
         out
     }
@@ -280,6 +359,7 @@ impl HubDecoder {
             Upstream::OpenAi { usage, .. } => *usage,
             Upstream::Anthropic(t) => t.usage(),
             Upstream::Gemini(t) => t.usage(),
+            Upstream::Responses(t) => t.usage(),
         }
     }
 
@@ -306,6 +386,17 @@ pub enum HubEncoder {
     /// `message.model` rewritten, so thinking signatures, cache usage and unknown event
     /// types reach the caller unchanged.
     AnthropicRaw { model: String },
+    /// OpenAI Responses events translated from the hub.
+    Responses(Box<ri::HubToResponsesStream>),
+    /// `/v1/responses` against a Responses upstream: the upstream's own events, only the
+    /// response's `model` rewritten (reasoning items with `encrypted_content` pass).
+    ResponsesRaw { model: String },
+    /// Gemini stream chunks, already framed for the wire (SSE or the JSON array): the
+    /// events' `data` is written verbatim (see [`HubEncoder::wire`]).
+    Gemini {
+        stream: Box<gi::HubToGeminiStream>,
+        framer: gi::GeminiStreamFramer,
+    },
 }
 
 impl HubEncoder {
@@ -319,7 +410,21 @@ impl HubEncoder {
         include_usage: bool,
         raw: bool,
     ) -> Self {
-        match ingress {
+        let ctx = IngressContext::bare(ingress, message_id, model);
+        Self::for_context(&ctx, model, message_id, include_usage, raw)
+    }
+
+    /// The encoder for the ingress of `ctx`, with the request's facts (see
+    /// [`HubEncoder::new`]; `message_id` is also the Gemini response id, `raw` forwards
+    /// Anthropic or Responses events).
+    pub fn for_context(
+        ctx: &IngressContext,
+        model: &str,
+        message_id: &str,
+        include_usage: bool,
+        raw: bool,
+    ) -> Self {
+        match ctx.ingress() {
             Ingress::OpenAiChat => HubEncoder::OpenAi {
                 include_usage,
                 model: model.to_owned(),
@@ -330,12 +435,59 @@ impl HubEncoder {
             Ingress::AnthropicMessages => HubEncoder::Anthropic(Box::new(
                 tan::OpenAiToAnthropicStream::new(message_id, model),
             )),
+            Ingress::Responses if raw => HubEncoder::ResponsesRaw {
+                model: model.to_owned(),
+            },
+            Ingress::Responses => {
+                let echo = match ctx {
+                    IngressContext::Responses(echo) => (**echo).clone(),
+                    _ => ResponsesEcho::new(
+                        &rs::ResponsesRequest::default(),
+                        message_id,
+                        0,
+                        model,
+                        false,
+                    ),
+                };
+                HubEncoder::Responses(Box::new(ri::HubToResponsesStream::new(echo)))
+            }
+            Ingress::Gemini => {
+                let alt_sse = match ctx {
+                    IngressContext::Gemini { alt_sse } => *alt_sse,
+                    _ => true,
+                };
+                HubEncoder::Gemini {
+                    stream: Box::new(gi::HubToGeminiStream::new(model, message_id)),
+                    framer: gi::GeminiStreamFramer::new(alt_sse),
+                }
+            }
         }
     }
 
     /// Whether the encoder forwards the upstream's own events.
     pub fn is_raw(&self) -> bool {
-        matches!(self, HubEncoder::AnthropicRaw { .. })
+        matches!(
+            self,
+            HubEncoder::AnthropicRaw { .. } | HubEncoder::ResponsesRaw { .. }
+        )
+    }
+
+    /// The `Content-Type` of the stream this encoder writes.
+    pub fn content_type(&self) -> &'static str {
+        match self {
+            HubEncoder::Gemini { framer, .. } => framer.content_type(),
+            _ => "text/event-stream; charset=utf-8",
+        }
+    }
+
+    /// Whether the events' `data` is already the wire text (Gemini's framing).
+    pub fn is_verbatim(&self) -> bool {
+        matches!(self, HubEncoder::Gemini { .. })
+    }
+
+    /// The bytes of `events` on the wire (see [`wire_bytes`]).
+    pub fn wire(&self, events: &[sse::Event]) -> String {
+        wire_bytes(events, self.is_verbatim())
     }
 
     /// Encodes what a decoder produced (its error is the caller's to handle: see
@@ -375,12 +527,31 @@ impl HubEncoder {
                     push_anthropic(&ev, out);
                 }
             }
-            HubEncoder::AnthropicRaw { .. } => {}
+            HubEncoder::Responses(t) => {
+                for ev in t.on_event(c) {
+                    push_responses(&ev, out);
+                }
+            }
+            HubEncoder::Gemini { stream, framer } => {
+                for g in stream.on_event(c) {
+                    out.push(sse::Event::data(framer.chunk(&g)));
+                }
+            }
+            HubEncoder::AnthropicRaw { .. } | HubEncoder::ResponsesRaw { .. } => {}
         }
     }
 
     /// One upstream event forwarded as is (raw mode only).
     pub fn raw(&mut self, ev: &sse::Event, out: &mut Vec<sse::Event>) {
+        if let HubEncoder::ResponsesRaw { model } = self {
+            let mut ev = ev.clone();
+            if let Ok(mut v) = serde_json::from_str::<Value>(&ev.data) {
+                tru::rewrite_model(&mut v, model);
+                ev.data = v.to_string();
+            }
+            out.push(ev);
+            return;
+        }
         let HubEncoder::AnthropicRaw { model } = self else {
             return;
         };
@@ -409,6 +580,21 @@ impl HubEncoder {
             HubEncoder::AnthropicRaw { .. } => {
                 out.push(sse::Event::named("error", err.anthropic_body().to_string()))
             }
+            HubEncoder::Responses(t) => {
+                let body = oa::ErrorResponse::new(err.openai_type(), err.safe_message()).error;
+                for ev in t.on_error(&body) {
+                    push_responses(&ev, out);
+                }
+            }
+            HubEncoder::ResponsesRaw { .. } => {
+                let body = serde_json::json!({"type": "error", "code": "server_error",
+                    "message": err.safe_message(), "param": null, "sequence_number": 0});
+                out.push(sse::Event::named("error", body.to_string()));
+            }
+            HubEncoder::Gemini { framer, .. } => {
+                let body = gi::error_response(err.http_status(), err.safe_message());
+                out.push(sse::Event::data(framer.error(&body)));
+            }
         }
     }
 
@@ -421,8 +607,23 @@ impl HubEncoder {
                     push_anthropic(&ev, out);
                 }
             }
-            // The upstream's own `message_stop` was forwarded.
-            HubEncoder::AnthropicRaw { .. } => {}
+            // The upstream's own `message_stop` / `response.completed` was forwarded.
+            HubEncoder::AnthropicRaw { .. } | HubEncoder::ResponsesRaw { .. } => {}
+            HubEncoder::Responses(t) => {
+                for ev in t.finish() {
+                    push_responses(&ev, out);
+                }
+            }
+            HubEncoder::Gemini { stream, framer } => {
+                let mut text = String::new();
+                for g in stream.finish() {
+                    text.push_str(&framer.chunk(&g));
+                }
+                text.push_str(&framer.finish());
+                if !text.is_empty() {
+                    out.push(sse::Event::data(text));
+                }
+            }
         }
     }
 }
@@ -430,6 +631,22 @@ impl HubEncoder {
 fn push_anthropic(ev: &an::StreamEvent, out: &mut Vec<sse::Event>) {
     if let Ok(e) = ev.to_sse() {
         out.push(e);
+    }
+}
+
+fn push_responses(ev: &rs::StreamEvent, out: &mut Vec<sse::Event>) {
+    if let Ok(e) = ev.to_sse() {
+        out.push(e);
+    }
+}
+
+/// The bytes of an encoder's events on the wire: SSE, or with `verbatim` (Gemini, see
+/// [`HubEncoder::is_verbatim`]) their `data` as it is.
+pub fn wire_bytes(events: &[sse::Event], verbatim: bool) -> String {
+    if verbatim {
+        events.iter().map(|e| e.data.as_str()).collect()
+    } else {
+        sse_bytes(events)
     }
 }
 
@@ -569,6 +786,19 @@ pub fn decode_full(
                 raw: None,
             })
         }
+        ProviderKind::Responses => {
+            let value: Value = serde_json::from_str(body).map_err(|e| e.to_string())?;
+            let resp: rs::Response =
+                serde::Deserialize::deserialize(&value).map_err(|e| e.to_string())?;
+            if let Some(e) = tru::response_error(&resp) {
+                return Err(redact_secrets(&e.error.message));
+            }
+            Ok(FullAnswer {
+                hub: tru::responses_to_hub_response(&resp, id, created, model),
+                usage: resp.usage.as_ref().map(Usage::from),
+                raw: keep_raw.then_some(value),
+            })
+        }
     }
 }
 
@@ -581,20 +811,51 @@ pub fn encode_full(
     model: &str,
     raw: bool,
 ) -> Result<String, GatewayError> {
-    let encoded = match (ingress, raw, &answer.raw) {
-        (Ingress::AnthropicMessages, true, Some(v)) => {
+    let ctx = IngressContext::bare(ingress, "", model);
+    encode_full_for(&ctx, answer, model, "", raw)
+}
+
+/// [`encode_full`] with the request's facts: the Responses echo, and the Gemini
+/// `responseId` (`message_id`).
+pub fn encode_full_for(
+    ctx: &IngressContext,
+    answer: &FullAnswer,
+    model: &str,
+    message_id: &str,
+    raw: bool,
+) -> Result<String, GatewayError> {
+    let with_usage = || {
+        let mut hub = answer.hub.clone();
+        if hub.usage.is_none() {
+            hub.usage = answer.usage.as_ref().map(oa::CompletionUsage::from);
+        }
+        hub
+    };
+    let encoded = match (ctx, raw, &answer.raw) {
+        (IngressContext::Responses(_), true, Some(v)) => {
+            let mut v = v.clone();
+            tru::rewrite_model(&mut v, model);
+            Ok(v.to_string())
+        }
+        (IngressContext::Responses(echo), _, _) => {
+            serde_json::to_string(&ri::hub_to_responses_response(&with_usage(), echo))
+        }
+        (IngressContext::Gemini { .. }, _, _) => serde_json::to_string(
+            &gi::hub_to_gemini_response(&with_usage(), model, message_id),
+        ),
+        (IngressContext::AnthropicMessages, true, Some(v)) => {
             let mut v = v.clone();
             if let Some(obj) = v.as_object_mut() {
                 obj.insert("model".into(), Value::String(model.to_owned()));
             }
             Ok(v.to_string())
         }
-        (Ingress::AnthropicMessages, _, _) => {
+        (IngressContext::AnthropicMessages, _, _) => {
             let mut msg = tan::openai_to_anthropic_response(&answer.hub);
             msg.model = model.to_owned();
             serde_json::to_string(&msg)
         }
-        (Ingress::OpenAiChat, _, _) => {
+        (IngressContext::OpenAiChat, _, _) => {
             let mut hub = answer.hub.clone();
             hub.model = model.to_owned();
             serde_json::to_string(&hub)

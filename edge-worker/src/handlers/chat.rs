@@ -1,5 +1,8 @@
-//! `POST /v1/chat/completions` and `POST /v1/messages` (and each WebSocket chat
-//! message): the pipeline of [`crate::routes`], composed from [`crate::pipeline`].
+//! `POST /v1/chat/completions`, `POST /v1/messages`, `POST /v1/responses` and
+//! `POST /v1beta/models/{model}:generateContent` / `:streamGenerateContent` (and each
+//! WebSocket chat message): the pipeline of [`crate::routes`], composed from
+//! [`crate::pipeline`]. Every ingress goes through the same admission, attempts,
+//! streaming and settlement; only parsing and encoding differ.
 //!
 //! [`prepare`] runs everything up to a committed upstream answer (auth is the caller's):
 //! permissions and price, the output cap, admission, the attempts. [`deliver_http`]
@@ -20,12 +23,13 @@ use tollbooth_core::provider::{self, UpstreamRequest};
 use tollbooth_core::routing::AttemptFailure;
 use tollbooth_core::sse;
 use tollbooth_core::translate::hub::{
-    decode_full, encode_full, response_output, FullAnswer, HubDecoder, HubEncoder, Ingress,
+    decode_full, encode_full_for, response_output, FullAnswer, HubDecoder, HubEncoder, Ingress,
 };
 use tollbooth_core::translate::stream_convert::response_to_chunks;
 use worker::{AbortController, Context, Env, Headers, Response};
 
-use super::{authed, resolve_allowed};
+use super::{authed_from, resolve_allowed};
+use crate::auth::KeySource;
 use crate::breakers;
 use crate::catalogue;
 use crate::config::Config;
@@ -33,10 +37,11 @@ use crate::context::{EdgeError, LogMode, ReqCtx};
 use crate::middleware::{json_response, Call};
 use crate::pipeline::attempts::{self, Attempt, Verdict};
 use crate::pipeline::capture::CaptureRequest;
-use crate::pipeline::ingress::{parse_chat, ChatJob};
+use crate::pipeline::ingress::{parse_chat_with, ChatJob, IngressFacts};
 use crate::pipeline::metering::{self, Finish, Meter, Settlement};
 use crate::pipeline::stream::{self, SseSink, UpstreamStream};
 use crate::protect;
+use crate::routes::{gemini_target, GeminiMethod};
 use crate::upstream;
 use crate::util::{clock_ms, now_s};
 
@@ -50,14 +55,39 @@ pub async fn chat_handler(call: Call<'_>, ingress: Ingress) -> Result<Response, 
         config,
         ..
     } = call;
-    let key = authed(rc, req, env, config).await?;
+    let mut facts = IngressFacts {
+        response_id: format!("resp_{}", rc.id),
+        created: now_s(),
+        ..IngressFacts::default()
+    };
+    let source = if ingress == Ingress::Gemini {
+        let (model, method) = gemini_target(call.path).ok_or_else(|| GatewayError::NotFound {
+            message: format!("Unknown route: {} {}", rc.method, call.path),
+            code: Some("not_found".into()),
+        })?;
+        facts.path_model = Some(model);
+        facts.path_stream = method == GeminiMethod::Stream;
+        facts.alt_sse = query_param(req, "alt").as_deref() == Some("sse");
+        KeySource::Google
+    } else {
+        KeySource::Standard
+    };
+    let key = authed_from(rc, req, env, config, source).await?;
     let body = protect::read_body_limited(req, config.max_body_bytes).await?;
-    let job = parse_chat(ingress, &body)?;
+    let job = parse_chat_with(ingress, &body, &facts)?;
     drop(body);
     let catalogue = catalogue::load(env, config.catalogue_ttl_ms).await?;
     breakers::refresh_in_background(env, ctx);
     let prepared = prepare(rc, env, ctx, config, &catalogue, &key, job).await?;
     deliver_http(rc, ctx, config, prepared).await
+}
+
+/// A query parameter of the request URL (first occurrence).
+pub fn query_param(req: &worker::Request, name: &str) -> Option<String> {
+    let url = req.url().ok()?;
+    url.query_pairs()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
 }
 
 /// What the upstream answered, committed (retries are over).
@@ -210,9 +240,29 @@ impl Attempt for ChatAttempt<'_> {
         cred: &Credential,
     ) -> Result<UpstreamRequest, GatewayError> {
         let p = target.provider;
-        let raw_body = self.job.anthropic_body.as_ref().filter(|_| {
-            p.kind == ProviderKind::Anthropic && self.upstream_stream == self.job.client_stream
-        });
+        let same_mode = self.upstream_stream == self.job.client_stream;
+        let responses_body = self
+            .job
+            .responses_body
+            .as_ref()
+            .filter(|_| p.kind == ProviderKind::Responses && same_mode);
+        if let Some(body) = responses_body {
+            self.raw = true;
+            return provider::responses_passthrough_request(
+                p,
+                cred,
+                target.upstream_model,
+                body,
+                self.cap,
+                self.upstream_stream,
+                self.allow_loopback,
+            );
+        }
+        let raw_body = self
+            .job
+            .anthropic_body
+            .as_ref()
+            .filter(|_| p.kind == ProviderKind::Anthropic && same_mode);
         self.raw = raw_body.is_some();
         match raw_body {
             Some(body) => provider::anthropic_passthrough_request(
@@ -283,25 +333,46 @@ fn completed(
     }
 }
 
+/// The id of the caller's message (Anthropic) or response (Gemini `responseId`).
+fn message_id(rc: &ReqCtx) -> String {
+    format!("msg_{}", rc.id)
+}
+
 /// The encoder for this request's caller.
 pub fn encoder(rc: &ReqCtx, job: &ChatJob, raw: bool) -> HubEncoder {
-    HubEncoder::new(
-        job.ingress,
+    HubEncoder::for_context(
+        &job.context,
         &job.client_model,
-        &format!("msg_{}", rc.id),
+        &message_id(rc),
         job.include_usage,
         raw,
     )
 }
 
-fn sse_response<S>(stream: S) -> Result<Response, GatewayError>
+/// The caller's JSON for a whole answer.
+fn encode_full(
+    rc: &ReqCtx,
+    job: &ChatJob,
+    answer: &FullAnswer,
+    raw: bool,
+) -> Result<String, GatewayError> {
+    encode_full_for(
+        &job.context,
+        answer,
+        &job.client_model,
+        &message_id(rc),
+        raw,
+    )
+}
+
+fn sse_response<S>(stream: S, content_type: &str) -> Result<Response, GatewayError>
 where
     S: futures_util::TryStream + 'static,
     S::Ok: Into<Vec<u8>>,
     S::Error: Into<worker::Error>,
 {
     let headers = Headers::new();
-    let _ = headers.set("content-type", "text/event-stream; charset=utf-8");
+    let _ = headers.set("content-type", content_type);
     let _ = headers.set("cache-control", "no-cache");
     Ok(Response::from_stream(stream)
         .map_err(|_| GatewayError::internal("could not start the stream"))?
@@ -340,7 +411,7 @@ pub async fn deliver_http(
     let deployment = rc.deployment.clone();
     match (answer, job.client_stream) {
         (ChatAnswer::Full(answer), false) => {
-            let text = encode_full(job.ingress, &answer, &job.client_model, raw)?;
+            let text = encode_full(rc, &job, &answer, raw)?;
             rc.usage = answer.usage;
             let response = settlement
                 .wants_response()
@@ -356,7 +427,9 @@ pub async fn deliver_http(
         (ChatAnswer::Full(answer), true) => {
             // Force non-stream: the whole answer, re-emitted as one stream.
             let events = full_as_events(rc, &job, &answer);
-            let body = tollbooth_core::translate::hub::sse_bytes(&events).into_bytes();
+            let wire = encoder(rc, &job, false);
+            let body = wire.wire(&events).into_bytes();
+            let content_type = wire.content_type();
             rc.usage = answer.usage;
             rc.ttft_ms = Some(clock_ms() - rc.started);
             let response = settlement
@@ -368,9 +441,10 @@ pub async fn deliver_http(
                 ttft_ms: rc.ttft_ms.map(|t| t.max(0.0).round() as u64),
                 response,
             });
-            Ok(sse_response(futures_util::stream::once(async move {
-                Ok::<Vec<u8>, worker::Error>(body)
-            }))?)
+            Ok(sse_response(
+                futures_util::stream::once(async move { Ok::<Vec<u8>, worker::Error>(body) }),
+                content_type,
+            )?)
         }
         (ChatAnswer::Stream(up), false) => {
             // Force stream: read it all, answer once.
@@ -384,7 +458,7 @@ pub async fn deliver_http(
                         usage,
                         raw: None,
                     };
-                    let text = encode_full(job.ingress, &answer, &job.client_model, false)?;
+                    let text = encode_full(rc, &job, &answer, false)?;
                     rc.usage = usage;
                     let response = settlement
                         .wants_response()
@@ -411,16 +485,17 @@ pub async fn deliver_http(
         }
         (ChatAnswer::Stream(up), true) => {
             let (tx, rx) = unbounded::<Result<Vec<u8>, worker::Error>>();
-            let resp = sse_response(rx)?;
+            let enc = encoder(rc, &job, raw);
+            let resp = sse_response(rx, enc.content_type())?;
             rc.status = 200;
             rc.overhead_at_commit = Some(rc.overhead_ms());
             // The pump writes this request's log line when the stream ends.
             rc.log = LogMode::Deferred;
             let mut log = rc.clone();
-            let enc = encoder(rc, &job, raw);
+            let verbatim = enc.is_verbatim();
             let drain_ms = config.drain_timeout_ms;
             ctx.wait_until(async move {
-                let mut sink = SseSink { tx };
+                let mut sink = SseSink { tx, verbatim };
                 let assemble = settlement.wants_response();
                 let pumped = stream::pump(
                     *up,

@@ -4,6 +4,7 @@
 pub mod chat;
 pub mod front_door;
 pub mod health;
+pub mod ingress_extra;
 pub mod internal;
 pub mod json;
 pub mod member;
@@ -18,7 +19,7 @@ use tollbooth_core::error::GatewayError;
 use tollbooth_core::keyrecord::{KeyRecord, KeyRole};
 use worker::{Env, Request};
 
-use crate::auth::{authenticate, KvKeyStore};
+use crate::auth::{authenticate_from, KeySource, KvKeyStore};
 use crate::config::Config;
 use crate::context::ReqCtx;
 
@@ -29,8 +30,20 @@ pub async fn authed(
     env: &Env,
     config: &Config,
 ) -> Result<Rc<KeyRecord>, GatewayError> {
+    authed_from(rc, req, env, config, KeySource::Standard).await
+}
+
+/// [`authed`] with the key looked for in `source` (the Gemini routes also accept
+/// `x-goog-api-key` and `?key=`).
+pub async fn authed_from(
+    rc: &mut ReqCtx,
+    req: &Request,
+    env: &Env,
+    config: &Config,
+    source: KeySource,
+) -> Result<Rc<KeyRecord>, GatewayError> {
     let store = KvKeyStore::new(env, config.key_cache_ttl_ms);
-    let key = authenticate(req, &store).await?;
+    let key = authenticate_from(req, &store, source).await?;
     rc.key_public_id = Some(key.public_id.clone());
     rc.operator = key.role == KeyRole::Operator;
     Ok(key)

@@ -8,10 +8,14 @@ use serde_json::{Map, Value};
 use tollbooth_core::billing::{estimate_body, BodyEstimate};
 use tollbooth_core::error::GatewayError;
 use tollbooth_core::protocol::anthropic as an;
+use tollbooth_core::protocol::gemini as g;
 use tollbooth_core::protocol::openai as oa;
+use tollbooth_core::protocol::responses as rs;
 use tollbooth_core::provider::{screen_anthropic_body, screen_chat_request};
 use tollbooth_core::translate::anthropic as tan;
-use tollbooth_core::translate::hub::Ingress;
+use tollbooth_core::translate::hub::{Ingress, IngressContext};
+use tollbooth_core::translate::responses_ingress as ri;
+use tollbooth_core::translate::{gemini_ingress as gi, TranslateError};
 
 /// A chat request, whatever the ingress, in the hub format.
 #[derive(Debug, Clone)]
@@ -20,6 +24,11 @@ pub struct ChatJob {
     pub hub: oa::ChatCompletionRequest,
     /// Anthropic ingress: the screened body, forwarded as is to Anthropic upstreams.
     pub anthropic_body: Option<Map<String, Value>>,
+    /// Responses ingress: the screened body, forwarded as is to Responses upstreams
+    /// (hosted tools dropped, `store` false, the output cap set when it is sent).
+    pub responses_body: Option<Value>,
+    /// What the caller's answers need from its request (Responses echo, Gemini framing).
+    pub context: IngressContext,
     pub client_model: String,
     pub client_stream: bool,
     /// The OpenAI caller asked for the usage chunk.
@@ -104,13 +113,136 @@ fn require_messages(obj: &Map<String, Value>) -> Result<(), GatewayError> {
     }
 }
 
-/// Parses a chat request of `ingress`.
+/// What a request carries outside its body: the Gemini model, method and framing from
+/// the path and query, the Responses id and time.
+#[derive(Debug, Clone, Default)]
+pub struct IngressFacts {
+    /// Gemini: the `{model}` of `models/{model}:...`.
+    pub path_model: Option<String>,
+    /// Gemini: `:streamGenerateContent`.
+    pub path_stream: bool,
+    /// Gemini: `alt=sse`.
+    pub alt_sse: bool,
+    /// Responses: the response id (`resp_<request id>`).
+    pub response_id: String,
+    /// Responses: `created_at`.
+    pub created: u64,
+}
+
+/// A translator's refusal as a 400 naming the field.
+fn translate_refusal(e: &TranslateError) -> GatewayError {
+    let e = e.to_openai().error;
+    match e.param {
+        Some(p) => GatewayError::invalid_param(e.message, p),
+        None => GatewayError::invalid_request(e.message),
+    }
+}
+
+/// Responses tool types a Responses upstream gets as they are; hosted tools (billed per
+/// use: web or file search, code interpreter, image generation, ...) are dropped, as the
+/// translated path drops them.
+const RESPONSES_FORWARDED_TOOLS: &[&str] = &["function", "custom", "namespace"];
+
+/// Top-level Responses fields dropped before a Responses upstream sees the body:
+/// `service_tier` (the default tier is what the catalogue prices).
+const RESPONSES_DROPPED_FIELDS: &[&str] = &["service_tier"];
+
+/// The Responses body as a Responses upstream gets it (see [`ChatJob::responses_body`]).
+fn screen_responses_body(mut value: Value) -> Value {
+    if let Some(obj) = value.as_object_mut() {
+        for f in RESPONSES_DROPPED_FIELDS {
+            obj.remove(*f);
+        }
+        obj.insert("store".into(), Value::Bool(false));
+        if let Some(Value::Array(tools)) = obj.get_mut("tools") {
+            tools.retain(|t| {
+                t.get("type")
+                    .and_then(Value::as_str)
+                    .is_some_and(|k| RESPONSES_FORWARDED_TOOLS.contains(&k))
+            });
+        }
+    }
+    value
+}
+
+/// Parses a chat request of `ingress` (OpenAI chat or Anthropic Messages; the other
+/// ingresses need [`IngressFacts`]: [`parse_chat_with`]).
 pub fn parse_chat(ingress: Ingress, body: &[u8]) -> Result<ChatJob, GatewayError> {
+    parse_chat_with(ingress, body, &IngressFacts::default())
+}
+
+/// Parses a chat request of `ingress` with what the path and the request carry.
+pub fn parse_chat_with(
+    ingress: Ingress,
+    body: &[u8],
+    facts: &IngressFacts,
+) -> Result<ChatJob, GatewayError> {
     let value = parse_value(body)?;
     let obj = object(&value)?;
+    let prompt = estimate_body(&value, u64::try_from(body.len()).unwrap_or(u64::MAX));
+    match ingress {
+        Ingress::Gemini => {
+            let client_model = facts
+                .path_model
+                .clone()
+                .filter(|m| !m.trim().is_empty())
+                .ok_or_else(|| {
+                    GatewayError::invalid_param("The path must name a model.", "model")
+                })?;
+            let req: g::GenerateContentRequest = typed(&value)?;
+            let mut hub = gi::gemini_to_hub_request(&req, &client_model, facts.path_stream)
+                .map_err(|e| translate_refusal(&e))?;
+            screen_chat_request(&mut hub)?;
+            return Ok(ChatJob {
+                ingress,
+                client_model,
+                client_stream: facts.path_stream,
+                include_usage: false,
+                choices: u64::from(hub.n.unwrap_or(1).max(1)),
+                hub,
+                anthropic_body: None,
+                responses_body: None,
+                context: IngressContext::Gemini {
+                    alt_sse: facts.alt_sse,
+                },
+                prompt,
+            });
+        }
+        Ingress::Responses => {
+            let client_model = require_model(obj)?;
+            if obj.get("store").and_then(Value::as_bool) == Some(true) {
+                return Err(GatewayError::invalid_param(
+                    "Stored responses are not supported: send `store: false` (or leave it out) and the whole conversation in `input`.",
+                    "store",
+                ));
+            }
+            let req: rs::ResponsesRequest = typed(&value)?;
+            let mut hub = ri::responses_to_hub_request(&req).map_err(|e| translate_refusal(&e))?;
+            screen_chat_request(&mut hub)?;
+            let echo = ri::ResponsesEcho::new(
+                &req,
+                facts.response_id.clone(),
+                facts.created,
+                client_model.clone(),
+                false,
+            );
+            return Ok(ChatJob {
+                ingress,
+                client_model,
+                client_stream: req.is_stream(),
+                include_usage: false,
+                choices: 1,
+                hub,
+                anthropic_body: None,
+                responses_body: Some(screen_responses_body(value)),
+                context: IngressContext::Responses(Box::new(echo)),
+                prompt,
+            });
+        }
+        Ingress::OpenAiChat | Ingress::AnthropicMessages => {}
+    }
     let client_model = require_model(obj)?;
     require_messages(obj)?;
-    let prompt = estimate_body(&value, u64::try_from(body.len()).unwrap_or(u64::MAX));
     match ingress {
         Ingress::OpenAiChat => {
             let mut hub: oa::ChatCompletionRequest = typed(&value)?;
@@ -123,6 +255,8 @@ pub fn parse_chat(ingress: Ingress, body: &[u8]) -> Result<ChatJob, GatewayError
                 choices: u64::from(hub.n.unwrap_or(1).max(1)),
                 hub,
                 anthropic_body: None,
+                responses_body: None,
+                context: IngressContext::OpenAiChat,
                 prompt,
             })
         }
@@ -145,13 +279,7 @@ pub fn parse_chat(ingress: Ingress, body: &[u8]) -> Result<ChatJob, GatewayError
             screen_anthropic_body(&mut screened)?;
             let value = Value::Object(screened);
             let req: an::MessagesRequest = typed(&value)?;
-            let hub = tan::anthropic_to_openai_request(&req).map_err(|e| {
-                let e = e.to_openai().error;
-                match e.param {
-                    Some(p) => GatewayError::invalid_param(e.message, p),
-                    None => GatewayError::invalid_request(e.message),
-                }
-            })?;
+            let hub = tan::anthropic_to_openai_request(&req).map_err(|e| translate_refusal(&e))?;
             let Value::Object(screened) = value else {
                 return Err(GatewayError::internal("unreachable body shape"));
             };
@@ -163,9 +291,12 @@ pub fn parse_chat(ingress: Ingress, body: &[u8]) -> Result<ChatJob, GatewayError
                 choices: 1,
                 hub,
                 anthropic_body: Some(screened),
+                responses_body: None,
+                context: IngressContext::AnthropicMessages,
                 prompt,
             })
         }
+        Ingress::Responses | Ingress::Gemini => Err(GatewayError::internal("unreachable ingress")),
     }
 }
 

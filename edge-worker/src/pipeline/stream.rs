@@ -195,9 +195,11 @@ pub trait Sink {
     fn send(&mut self, events: &[sse::Event]) -> bool;
 }
 
-/// The SSE response body (the receiving end is `Response::from_stream`).
+/// The HTTP stream body (the receiving end is `Response::from_stream`): SSE, or with
+/// `verbatim` the events' data as it is (Gemini's framing, see `HubEncoder::is_verbatim`).
 pub struct SseSink {
     pub tx: UnboundedSender<Result<Vec<u8>, worker::Error>>,
+    pub verbatim: bool,
 }
 
 impl Sink for SseSink {
@@ -205,7 +207,7 @@ impl Sink for SseSink {
         if events.is_empty() {
             return !self.tx.is_closed();
         }
-        let bytes = tollbooth_core::translate::hub::sse_bytes(events).into_bytes();
+        let bytes = tollbooth_core::translate::hub::wire_bytes(events, self.verbatim).into_bytes();
         self.tx.unbounded_send(Ok(bytes)).is_ok()
     }
 }
