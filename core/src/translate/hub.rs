@@ -1106,4 +1106,156 @@ mod tests {
         assert_eq!(v["choices"][0]["message"]["content"], "hi");
         assert!(decode_full(ProviderKind::Openai, "{nope", "i", 1, "m", false).is_err());
     }
+
+    fn responses_upstream_stream() -> String {
+        let ev = |name: &str, v: Value| format!("event: {name}\ndata: {v}\n\n");
+        let resp = |status: &str, usage: Value| {
+            json!({"id": "resp_up", "object": "response", "created_at": 1, "model": "up",
+                   "status": status, "output": [], "usage": usage})
+        };
+        let mut s = String::new();
+        s.push_str(&ev(
+            "response.created",
+            json!({"type": "response.created", "sequence_number": 0,
+            "response": resp("in_progress", Value::Null)}),
+        ));
+        s.push_str(&ev(
+            "response.output_item.added",
+            json!({"type": "response.output_item.added",
+            "sequence_number": 1, "output_index": 0, "item": {"type": "message", "id": "m1",
+            "role": "assistant", "status": "in_progress", "content": []}}),
+        ));
+        s.push_str(&ev("response.output_text.delta", json!({"type": "response.output_text.delta",
+            "sequence_number": 2, "item_id": "m1", "output_index": 0, "content_index": 0, "delta": "hé"})));
+        s.push_str(&ev("response.completed", json!({"type": "response.completed", "sequence_number": 3,
+            "response": resp("completed", json!({"input_tokens": 4, "output_tokens": 2, "total_tokens": 6}))})));
+        s
+    }
+
+    #[test]
+    fn test_responses_upstream_stream_to_every_encoder() {
+        let s = responses_upstream_stream();
+        let outs = decode_all_splits(ProviderKind::Responses, s.as_bytes());
+        let first = outs.first().unwrap().clone();
+        assert!(outs.iter().all(|o| *o == first));
+        assert!(first.error.is_none());
+        let text: String = first
+            .chunks
+            .iter()
+            .flat_map(|c| c.choices.iter())
+            .filter_map(|c| c.delta.content.clone())
+            .collect();
+        assert_eq!(text, "hé");
+        let mut d = HubDecoder::new(ProviderKind::Responses, "id", 1, "m", false);
+        d.push(s.as_bytes());
+        assert!(d.finish().error.is_none());
+        assert_eq!(d.usage().unwrap().total_tokens(), 6);
+
+        // Raw forwarding to a Responses caller rewrites only the model.
+        let mut enc = HubEncoder::new(Ingress::Responses, "virtual", "msg_1", false, true);
+        assert!(enc.is_raw());
+        let mut out = Vec::new();
+        enc.encode(first.clone(), &mut out);
+        enc.finish(&mut out);
+        assert_eq!(out.len(), 4);
+        let done: Value = serde_json::from_str(&out[3].data).unwrap();
+        assert_eq!(done["response"]["model"], "virtual");
+        assert_eq!(
+            out[2].data,
+            serde_json::from_str::<Value>(&out[2].data)
+                .unwrap()
+                .to_string()
+        );
+
+        // Translated to the Responses events of another request.
+        let req: rs::ResponsesRequest =
+            serde_json::from_value(json!({"model": "virtual", "input": "hi"})).unwrap();
+        let ctx = IngressContext::Responses(Box::new(ResponsesEcho::new(
+            &req, "resp_x", 5, "virtual", false,
+        )));
+        let mut enc = HubEncoder::for_context(&ctx, "virtual", "msg_1", false, false);
+        let mut out = Vec::new();
+        enc.encode(first.clone(), &mut out);
+        enc.finish(&mut out);
+        let names: Vec<_> = out.iter().filter_map(|e| e.event.clone()).collect();
+        assert_eq!(names.first().map(String::as_str), Some("response.created"));
+        assert_eq!(names.last().map(String::as_str), Some("response.completed"));
+        let done: Value = serde_json::from_str(&out.last().unwrap().data).unwrap();
+        assert_eq!(done["response"]["id"], "resp_x");
+        assert_eq!(done["response"]["usage"]["total_tokens"], 6);
+        assert!(!enc.is_verbatim());
+        assert!(enc.content_type().starts_with("text/event-stream"));
+
+        // Gemini, as the streamed JSON array: the wire text is the events' data.
+        let ctx = IngressContext::Gemini { alt_sse: false };
+        let mut enc = HubEncoder::for_context(&ctx, "virtual", "gid", false, false);
+        let mut out = Vec::new();
+        enc.encode(first, &mut out);
+        enc.finish(&mut out);
+        assert!(enc.is_verbatim());
+        assert!(enc.content_type().starts_with("application/json"));
+        let wire = enc.wire(&out);
+        let arr: Value = serde_json::from_str(&wire).unwrap();
+        let text: String = arr
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|c| {
+                c["candidates"][0]["content"]["parts"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .filter_map(|p| p["text"].as_str().map(str::to_owned))
+            .collect();
+        assert_eq!(text, "hé");
+        assert_eq!(arr[0]["modelVersion"], "virtual");
+    }
+
+    #[test]
+    fn test_gemini_errors_in_their_shape_mid_stream_and_whole() {
+        let err = GatewayError::from_upstream_status(502, "broke");
+        let v = Ingress::Gemini.error_body(&err);
+        assert_eq!(v["error"]["code"], 502);
+        assert!(v["error"]["status"].is_string());
+        assert!(v["error"].get("type").is_none());
+        assert!(Ingress::Responses.error_body(&err)["error"]["type"].is_string());
+
+        let ctx = IngressContext::Gemini { alt_sse: true };
+        let mut enc = HubEncoder::for_context(&ctx, "g", "gid", false, false);
+        let mut out = Vec::new();
+        enc.chunk(
+            chunk(json!({"role": "assistant", "content": "x"}), None),
+            &mut out,
+        );
+        enc.error(&err, &mut out);
+        let wire = enc.wire(&out);
+        assert!(wire.starts_with("data: {"), "{wire}");
+        assert!(wire.ends_with("\r\n\r\n"), "{wire}");
+        assert!(wire.contains("\"code\":502"), "{wire}");
+
+        // Whole answers: Gemini and Responses from a decoded Responses upstream answer.
+        let body = json!({"id": "resp_up", "object": "response", "created_at": 1, "model": "up",
+            "status": "completed", "output": [{"type": "message", "id": "m1", "role": "assistant",
+            "status": "completed", "content": [{"type": "output_text", "text": "hi", "annotations": []}]}],
+            "usage": {"input_tokens": 3, "output_tokens": 1, "total_tokens": 4}})
+        .to_string();
+        let a = decode_full(ProviderKind::Responses, &body, "id", 1, "m", true).unwrap();
+        assert_eq!(a.usage.unwrap().total_tokens(), 4);
+        let g = encode_full_for(&ctx, &a, "virtual", "gid", false).unwrap();
+        let g: Value = serde_json::from_str(&g).unwrap();
+        assert_eq!(g["candidates"][0]["content"]["parts"][0]["text"], "hi");
+        assert_eq!(g["usageMetadata"]["totalTokenCount"], 4);
+        let raw = encode_full(Ingress::Responses, &a, "virtual", true).unwrap();
+        let raw: Value = serde_json::from_str(&raw).unwrap();
+        assert_eq!(raw["model"], "virtual");
+        assert_eq!(raw["id"], "resp_up");
+        let failed = json!({"id": "r", "object": "response", "created_at": 1, "model": "up",
+            "status": "failed", "output": [], "error": {"code": "server_error", "message": "boom"}})
+        .to_string();
+        assert_eq!(
+            decode_full(ProviderKind::Responses, &failed, "i", 1, "m", false).unwrap_err(),
+            "boom"
+        );
+    }
 }

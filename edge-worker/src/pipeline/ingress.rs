@@ -419,4 +419,69 @@ mod tests {
         )
         .is_err());
     }
+
+    #[test]
+    fn test_responses_and_gemini_bodies() {
+        let facts = IngressFacts {
+            response_id: "resp_r1".into(),
+            created: 7,
+            ..IngressFacts::default()
+        };
+        let job = parse_chat_with(
+            Ingress::Responses,
+            br#"{"model":"m","input":"hi","stream":true,"service_tier":"priority",
+                "tools":[{"type":"web_search"},{"type":"function","name":"f","parameters":{}}]}"#,
+            &facts,
+        )
+        .unwrap();
+        assert!(job.client_stream);
+        assert!(matches!(job.context, IngressContext::Responses(ref e) if e.id() == "resp_r1"));
+        let body = job.responses_body.unwrap();
+        assert_eq!(body["store"], false);
+        assert!(body.get("service_tier").is_none());
+        assert_eq!(body["tools"].as_array().unwrap().len(), 1);
+        assert_eq!(job.hub.tools.unwrap().len(), 1);
+        for (body, param) in [
+            (&br#"{"model":"m","input":"hi","store":true}"#[..], "store"),
+            (
+                &br#"{"model":"m","input":"hi","previous_response_id":"resp_0"}"#[..],
+                "previous_response_id",
+            ),
+            (&br#"{"input":"hi"}"#[..], "model"),
+        ] {
+            let e = parse_chat_with(Ingress::Responses, body, &facts).unwrap_err();
+            assert_eq!(e.http_status(), 400);
+            assert_eq!(e.param(), Some(param));
+        }
+
+        let facts = IngressFacts {
+            path_model: Some("g".into()),
+            path_stream: true,
+            alt_sse: false,
+            ..IngressFacts::default()
+        };
+        let job = parse_chat_with(
+            Ingress::Gemini,
+            br#"{"contents":[{"role":"user","parts":[{"text":"hi"}]}],
+                "systemInstruction":{"parts":[{"text":"sys"}]}}"#,
+            &facts,
+        )
+        .unwrap();
+        assert_eq!(job.client_model, "g");
+        assert!(job.client_stream);
+        assert!(matches!(
+            job.context,
+            IngressContext::Gemini { alt_sse: false }
+        ));
+        assert_eq!(job.hub.messages.len(), 2);
+        let e = parse_chat_with(Ingress::Gemini, br#"{"contents":"x"}"#, &facts).unwrap_err();
+        assert_eq!(e.http_status(), 400);
+        let e = parse_chat_with(
+            Ingress::Gemini,
+            br#"{"contents":[]}"#,
+            &IngressFacts::default(),
+        )
+        .unwrap_err();
+        assert_eq!(e.param(), Some("model"));
+    }
 }
