@@ -61,6 +61,21 @@ fn catalogue(mock: &str) -> Value {
         json!({"name": "zero", "price": {}, "max_output_tokens": 1000,
         "deployments": [{"provider": "p-openai", "model": "up-zero"}]}),
     );
+    // Force-stream modes, and upstreams that break off after one chunk.
+    models.push(
+        json!({"name": "m-fs", "price": price(), "max_output_tokens": 1000,
+        "stream_mode": "force_stream",
+        "deployments": [{"provider": "p-anthropic", "model": "up-fs"}]}),
+    );
+    models.push(
+        json!({"name": "m-fns", "price": price(), "max_output_tokens": 1000,
+        "stream_mode": "force_non_stream",
+        "deployments": [{"provider": "p-responses", "model": "up-fns"}]}),
+    );
+    for kind in ["openai", "responses"] {
+        models.push(json!({"name": format!("m-reset-{kind}"), "price": price(), "max_output_tokens": 1000,
+            "deployments": [{"provider": format!("p-{kind}"), "model": format!("up-{kind}@reset_after=1")}]}));
+    }
     json!({
         "version": "ingress-1",
         "providers": UPSTREAMS.iter().map(|(_, k)| provider(&format!("p-{k}"), k)).collect::<Vec<_>>(),
@@ -786,6 +801,109 @@ async fn test_every_ingress_against_every_upstream() {
     for l in &lines {
         assert!(!l.contains(secret), "key in the log: {l}");
     }
+
+    // --- Force-stream modes convert both ways on the new ingresses ----------------------
+    let (s, _, text) = c
+        .post_raw(
+            "/v1/responses",
+            Some(&key),
+            &json!({"model": "m-fs", "input": "hi"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{text}");
+    assert_eq!(
+        responses_text(&json_of(&text)),
+        TEXT,
+        "force stream → JSON: {text}"
+    );
+    served += 1;
+    let (s, _, text) = c
+        .post_raw(
+            "/v1/responses",
+            Some(&key),
+            &json!({"model": "m-fns", "input": "hi", "stream": true}),
+        )
+        .await;
+    assert_eq!(s, 200, "{text}");
+    let events = sse_events(&text);
+    assert_eq!(
+        events.last().unwrap().0.as_deref(),
+        Some("response.completed"),
+        "{text}"
+    );
+    assert_eq!(responses_text(&events.last().unwrap().1["response"]), TEXT);
+    served += 1;
+    let (s, ct, text) = c
+        .gemini("/v1beta/models/m-fns:streamGenerateContent", &key, &body)
+        .await;
+    assert_eq!(s, 200, "{text}");
+    assert!(ct.starts_with("application/json"), "{ct}");
+    let got: String = json_of(&text)
+        .as_array()
+        .unwrap_or_else(|| panic!("force non-stream → array: {text}"))
+        .iter()
+        .map(gemini_text)
+        .collect();
+    assert_eq!(got, TEXT);
+    served += 1;
+    let (s, _, text) = c
+        .gemini("/v1beta/models/m-fs:generateContent", &key, &body)
+        .await;
+    assert_eq!(s, 200, "{text}");
+    assert_eq!(gemini_text(&json_of(&text)), TEXT, "{text}");
+    served += 1;
+
+    // --- An upstream that breaks off mid-stream: the caller's own error event, billed
+    //     for what was produced --------------------------------------------------------
+    for kind in ["openai", "responses"] {
+        let model = format!("m-reset-{kind}");
+        let (s, _, text) = c
+            .post_raw(
+                "/v1/responses",
+                Some(&key),
+                &json!({"model": model, "input": "hi", "stream": true}),
+            )
+            .await;
+        assert_eq!(s, 200, "{text}");
+        let events = sse_events(&text);
+        let last = events.last().unwrap();
+        assert!(
+            matches!(last.0.as_deref(), Some("response.failed") | Some("error")),
+            "{kind}: a broken stream must end with response.failed or error: {text}"
+        );
+        assert!(!text.contains("response.completed"), "{text}");
+        served += 1;
+        for (path, array) in [
+            (
+                format!("/v1beta/models/{model}:streamGenerateContent?alt=sse"),
+                false,
+            ),
+            (
+                format!("/v1beta/models/{model}:streamGenerateContent"),
+                true,
+            ),
+        ] {
+            let (s, _, text) = c.gemini(&path, &key, &body).await;
+            assert_eq!(s, 200, "{text}");
+            let items: Vec<Value> = if array {
+                json_of(&text)
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_else(|| panic!("{kind}: not a closed JSON array: {text}"))
+            } else {
+                sse_events(&text).into_iter().map(|(_, d)| d).collect()
+            };
+            let err = items.last().unwrap();
+            assert!(err["error"]["code"].is_number(), "{kind} {path}: {text}");
+            assert!(err["error"]["status"].is_string(), "{kind} {path}: {text}");
+            served += 1;
+        }
+    }
+    let audit = gw.settled(member).await;
+    assert_eq!(
+        audit.events, served,
+        "broken and converted streams are billed once each"
+    );
 
     // --- The official openai SDK's Responses client through the gateway ----------------
     for (model, kind) in UPSTREAMS {
