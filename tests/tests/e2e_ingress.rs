@@ -15,6 +15,9 @@
 //! One worker for the whole file (one test function).
 
 use std::process::Command;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
 
 use serde_json::{json, Value};
 use tollbooth_core::keyrecord::KeyRole;
@@ -71,6 +74,10 @@ fn catalogue(mock: &str) -> Value {
         json!({"name": "m-fns", "price": price(), "max_output_tokens": 1000,
         "stream_mode": "force_non_stream",
         "deployments": [{"provider": "p-responses", "model": "up-fns"}]}),
+    );
+    models.push(
+        json!({"name": "m-slow", "price": price(), "max_output_tokens": 1000,
+        "deployments": [{"provider": "p-openai", "model": "up-slow@chunks=5,delay=200"}]}),
     );
     for kind in ["openai", "responses"] {
         models.push(json!({"name": format!("m-reset-{kind}"), "price": price(), "max_output_tokens": 1000,
@@ -221,6 +228,39 @@ fn gemini_body(text: &str) -> Value {
     json!({"contents": [{"role": "user", "parts": [{"text": text}]}],
            "systemInstruction": {"parts": [{"text": "Be brief."}]},
            "generationConfig": {"maxOutputTokens": 50}})
+}
+
+/// When each piece of a streamed body arrived, and the body.
+async fn arrivals(resp: reqwest::Response) -> (Vec<(Duration, String)>, String) {
+    let t0 = Instant::now();
+    let mut body = resp.bytes_stream();
+    let mut out = Vec::new();
+    let mut all = String::new();
+    while let Some(bytes) = body.next().await {
+        let text = String::from_utf8_lossy(&bytes.expect("body")).into_owned();
+        all.push_str(&text);
+        out.push((t0.elapsed(), text));
+    }
+    (out, all)
+}
+
+/// The mock sends a chunk every 200 ms: the pieces holding `tok1` .. `tok4` must arrive
+/// spaced out, not buffered into one write.
+fn assert_spaced(what: &str, pieces: &[(Duration, String)]) {
+    let at: Vec<Duration> = (1..5)
+        .map(|i| {
+            pieces
+                .iter()
+                .find(|(_, t)| t.contains(&format!("tok{i}")))
+                .unwrap_or_else(|| panic!("{what}: no tok{i} in {pieces:?}"))
+                .0
+        })
+        .collect();
+    let gaps: Vec<u128> = at.windows(2).map(|p| (p[1] - p[0]).as_millis()).collect();
+    assert!(
+        gaps.iter().filter(|&&g| g >= 100).count() >= 2,
+        "{what}: chunks were not forwarded as they came: gaps {gaps:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -904,6 +944,37 @@ async fn test_every_ingress_against_every_upstream() {
         audit.events, served,
         "broken and converted streams are billed once each"
     );
+
+    // --- Streams are forwarded as they arrive ---------------------------------------------
+    let r = gw
+        .http
+        .post(c.url("/v1/responses"))
+        .bearer_auth(&key)
+        .json(&json!({"model": "m-slow", "input": "hi", "stream": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let (pieces, _) = arrivals(r).await;
+    assert_spaced("responses", &pieces);
+    served += 1;
+    for q in ["?alt=sse", ""] {
+        let r = gw
+            .http
+            .post(c.url(&format!("/v1beta/models/m-slow:streamGenerateContent{q}")))
+            .header("x-goog-api-key", &key)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        let (pieces, all) = arrivals(r).await;
+        assert_spaced(&format!("gemini{q}"), &pieces);
+        if q.is_empty() {
+            assert!(json_of(&all).is_array(), "{all}");
+        }
+        served += 1;
+    }
 
     // --- The official openai SDK's Responses client through the gateway ----------------
     for (model, kind) in UPSTREAMS {
