@@ -998,5 +998,8 @@ async fn test_every_ingress_against_every_upstream() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    gw.settled(member).await;
+    // Each SDK run makes five model calls (create, stream, tool create, tool stream, the
+    // answer to the tool result): each one billed once.
+    let audit = gw.settled(member).await;
+    assert_eq!(audit.events, served + 5 * UPSTREAMS.len() as i64);
 }
