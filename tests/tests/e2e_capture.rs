@@ -5,6 +5,7 @@
 //! retention by the Cron Trigger, broken capture storage leaving the response bytes
 //! unchanged, and bring-your-own-key pass-through. One worker for the whole file.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -83,12 +84,16 @@ impl Kit {
     }
 
     async fn get(&self, path: &str) -> SyncResponse {
-        let call = self.gw.sync.call("GET", path, None, None);
-        self.gw.sync.send(&call).await.unwrap()
+        self.send("GET", path, None).await
     }
 
+    /// A signed call. Polling sends many identical calls per second; a unique `_`
+    /// query parameter keeps their signatures apart (the API ignores it).
     async fn send(&self, method: &str, path: &str, body: Option<&Value>) -> SyncResponse {
-        let call = self.gw.sync.call(method, path, body, None);
+        static N: AtomicU64 = AtomicU64::new(0);
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let path = format!("{path}{sep}_={}", N.fetch_add(1, Ordering::Relaxed));
+        let call = self.gw.sync.call(method, &path, body, None);
         self.gw.sync.send(&call).await.unwrap()
     }
 
@@ -145,20 +150,25 @@ async fn chat(gw: &Gateway, key: &str, body: &Value) -> (u16, String, String) {
     (status, id, r.text().await.unwrap())
 }
 
-/// The body with the request's own id and timestamps replaced (they differ per request
-/// by design); everything else must be byte-identical.
-fn normalized(body: &str, request_id: &str) -> String {
-    let s = body.replace(request_id, "RID");
+/// `marker` followed by digits → `marker` followed by `0`.
+fn zero_after(s: &str, marker: &str) -> String {
     let mut out = String::new();
-    let mut rest = s.as_str();
-    while let Some(i) = rest.find("\"created\":") {
-        let (head, tail) = rest.split_at(i + "\"created\":".len());
+    let mut rest = s;
+    while let Some(i) = rest.find(marker) {
+        let (head, tail) = rest.split_at(i + marker.len());
         out.push_str(head);
         out.push('0');
         rest = tail.trim_start_matches(|c: char| c.is_ascii_digit());
     }
     out.push_str(rest);
     out
+}
+
+/// The body with what differs per request by design replaced (the gateway's request
+/// id, timestamps, the mock's answer counter); everything else must be byte-identical.
+fn normalized(body: &str, request_id: &str) -> String {
+    let s = body.replace(request_id, "RID");
+    zero_after(&zero_after(&s, "\"created\":"), "chatcmpl-mock-")
 }
 
 fn host_of(url: &str) -> String {

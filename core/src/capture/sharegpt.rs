@@ -327,16 +327,18 @@ pub fn to_openai_messages(conv: &Conversation) -> Value {
             }
         }
     }
-    let mut line = json!({ "messages": msgs });
+    let mut line = serde_json::Map::new();
+    line.insert("messages".into(), Value::Array(msgs));
     if !conv.tools.is_empty() {
-        line["tools"] = Value::Array(
+        line.insert(
+            "tools".into(),
             conv.tools
                 .iter()
                 .map(|t| json!({"type": "function", "function": t}))
                 .collect(),
         );
     }
-    line
+    Value::Object(line)
 }
 
 #[cfg(test)]
