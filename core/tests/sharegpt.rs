@@ -39,7 +39,11 @@ fn test_sharegpt_golden_fixtures() {
         let got = convert(&record);
         let expected_path = dir().join(format!("{case}.expected.json"));
         if update {
-            fs::write(&expected_path, serde_json::to_string_pretty(&got).unwrap() + "\n").unwrap();
+            fs::write(
+                &expected_path,
+                serde_json::to_string_pretty(&got).unwrap() + "\n",
+            )
+            .unwrap();
             continue;
         }
         let expected: Value =
@@ -54,7 +58,10 @@ fn test_sharegpt_golden_fixtures() {
                     let v: Value = serde_json::from_str(m["value"].as_str().unwrap()).unwrap();
                     let calls = v.as_array().cloned().unwrap_or_else(|| vec![v.clone()]);
                     for c in calls {
-                        assert!(c["name"].is_string() && c["arguments"].is_object(), "{case}");
+                        assert!(
+                            c["name"].is_string() && c["arguments"].is_object(),
+                            "{case}"
+                        );
                     }
                 }
             }

@@ -54,7 +54,14 @@ struct Kit {
 
 impl Kit {
     /// A key with the capture-related fields set.
-    async fn key(&self, member: &str, plan: &str, capture: bool, app: Option<&str>, byok: bool) -> String {
+    async fn key(
+        &self,
+        member: &str,
+        plan: &str,
+        capture: bool,
+        app: Option<&str>,
+        byok: bool,
+    ) -> String {
         let mut seed = [3u8; 32];
         for (i, b) in member.bytes().take(32).enumerate() {
             seed[i] = b;
@@ -119,7 +126,9 @@ impl Kit {
     }
 
     async fn conversations(&self, query: &str) -> Vec<Value> {
-        let r = self.get(&format!("/internal/v1/conversations?{query}")).await;
+        let r = self
+            .get(&format!("/internal/v1/conversations?{query}"))
+            .await;
         assert_eq!(r.status, 200, "{query}: {}", r.body);
         r.body["conversations"].as_array().cloned().unwrap()
     }
@@ -172,7 +181,9 @@ fn normalized(body: &str, request_id: &str) -> String {
 }
 
 fn host_of(url: &str) -> String {
-    url.trim_start_matches("http://").trim_end_matches('/').to_owned()
+    url.trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -195,17 +206,31 @@ async fn test_capture_end_to_end() {
     let plain = kit.key("plain", "basic", false, None, false).await;
     let by_plan = kit.key("by-plan", "captured", false, None, false).await;
     let by_key = kit.key("by-key", "basic", true, None, false).await;
-    let by_app = kit.key("by-app", "basic", false, Some("app-x"), false).await;
-    let other_app = kit.key("other-app", "basic", false, Some("app-y"), false).await;
+    let by_app = kit
+        .key("by-app", "basic", false, Some("app-x"), false)
+        .await;
+    let other_app = kit
+        .key("other-app", "basic", false, Some("app-y"), false)
+        .await;
     for k in [&plain, &by_plan, &by_key, &by_app, &other_app] {
-        let (s, _, b) = chat(&kit.gw, k, &json!({"model": "m-oa", "messages": [
-            {"role": "user", "content": "opt-in check"}]}))
+        let (s, _, b) = chat(
+            &kit.gw,
+            k,
+            &json!({"model": "m-oa", "messages": [
+            {"role": "user", "content": "opt-in check"}]}),
+        )
         .await;
         assert_eq!(s, 200, "{b}");
     }
     expected += 3;
     kit.wait_captures(expected).await;
-    for (member, n) in [("plain", 0), ("by-plan", 1), ("by-key", 1), ("by-app", 1), ("other-app", 0)] {
+    for (member, n) in [
+        ("plain", 0),
+        ("by-plan", 1),
+        ("by-key", 1),
+        ("by-app", 1),
+        ("other-app", 0),
+    ] {
         let convs = kit.conversations(&format!("member={member}")).await;
         assert_eq!(convs.len(), n, "{member}");
     }
@@ -219,7 +244,11 @@ async fn test_capture_end_to_end() {
     let mut tool_captures = Vec::new();
     for model in ["m-oa-tools", "m-an-tools", "m-gm-tools"] {
         for stream in [false, true] {
-            let body = tools_body(model, stream, &format!("weather in {model} {stream}? {secret_in_text}"));
+            let body = tools_body(
+                model,
+                stream,
+                &format!("weather in {model} {stream}? {secret_in_text}"),
+            );
             let (s, id, text) = chat(&kit.gw, &tk, &body).await;
             assert_eq!(s, 200, "{model} {stream}: {text}");
             tool_captures.push((model, stream, id));
@@ -243,10 +272,18 @@ async fn test_capture_end_to_end() {
         assert!(rec["latency_ms"].as_u64().is_some());
         assert!(rec["created_at"].as_u64().unwrap() > 1_600_000_000);
         let call = &rec["response"]["choices"][0]["message"]["tool_calls"][0];
-        assert_eq!(call["function"]["name"], "get_weather", "{model} stream={stream}: {rec}");
-        assert!(serde_json::from_str::<Value>(call["function"]["arguments"].as_str().unwrap()).is_ok());
+        assert_eq!(
+            call["function"]["name"], "get_weather",
+            "{model} stream={stream}: {rec}"
+        );
+        assert!(
+            serde_json::from_str::<Value>(call["function"]["arguments"].as_str().unwrap()).is_ok()
+        );
         // Usage and cost equal the usage event's.
-        let ev = events.iter().find(|e| e["request_id"] == id.as_str()).unwrap();
+        let ev = events
+            .iter()
+            .find(|e| e["request_id"] == id.as_str())
+            .unwrap();
         assert_eq!(rec["input_tokens"], ev["input_tokens"], "{model}");
         assert_eq!(rec["output_tokens"], ev["output_tokens"]);
         assert_eq!(rec["cost_micros"], ev["cost_micros"]);
@@ -257,20 +294,42 @@ async fn test_capture_end_to_end() {
         assert!(!text.contains("sk-live-abc"), "{text}");
         assert!(!text.contains("jane@example.com"));
         assert!(text.contains("[REDACTED_KEY]") && text.contains("[REDACTED_EMAIL]"));
-        for needle in [&tk[..], "sk-upstream", "upstream-gm-secret", "authorization", "x-api-key", "bearer"] {
-            assert!(!text.to_lowercase().contains(&needle.to_lowercase()), "{needle} in {text}");
+        for needle in [
+            &tk[..],
+            "sk-upstream",
+            "upstream-gm-secret",
+            "authorization",
+            "x-api-key",
+            "bearer",
+        ] {
+            assert!(
+                !text.to_lowercase().contains(&needle.to_lowercase()),
+                "{needle} in {text}"
+            );
         }
     }
     let tool_convs = kit.conversations("member=tools&tools=true").await;
     assert_eq!(tool_convs.len(), 6);
-    assert!(kit.conversations("member=tools&tools=false").await.is_empty());
-    assert_eq!(kit.conversations("member=tools&model=m-an-tools").await.len(), 2);
+    assert!(kit
+        .conversations("member=tools&tools=false")
+        .await
+        .is_empty());
+    assert_eq!(
+        kit.conversations("member=tools&model=m-an-tools")
+            .await
+            .len(),
+        2
+    );
 
     // A tool turn answered: the conversation grows (Anthropic upstream), one conversation.
     let (_, _, stream_first_id) = tool_captures[2].clone();
     let first = kit.capture(&stream_first_id).await["record"].clone();
     let call = first["response"]["choices"][0]["message"]["tool_calls"][0].clone();
-    let mut body = tools_body("m-an-tools", false, first["request"]["messages"][1]["content"].as_str().unwrap());
+    let mut body = tools_body(
+        "m-an-tools",
+        false,
+        first["request"]["messages"][1]["content"].as_str().unwrap(),
+    );
     body["messages"].as_array_mut().unwrap().extend([
         json!({"role": "assistant", "content": null, "tool_calls": [call.clone()]}),
         json!({"role": "tool", "tool_call_id": call["id"], "content": "sunny"}),
@@ -280,7 +339,10 @@ async fn test_capture_end_to_end() {
     expected += 1;
     kit.wait_captures(expected).await;
     let second = kit.capture(&second_id).await;
-    assert_eq!(second["capture"]["conversation_id"], kit.capture(&stream_first_id).await["capture"]["conversation_id"]);
+    assert_eq!(
+        second["capture"]["conversation_id"],
+        kit.capture(&stream_first_id).await["capture"]["conversation_id"]
+    );
     assert_eq!(kit.conversations("member=tools").await.len(), 6);
 
     // --- Five turns of one chat → one conversation, longest form, stats.
@@ -288,8 +350,14 @@ async fn test_capture_end_to_end() {
     let mut messages = vec![json!({"role": "system", "content": "Be brief."})];
     let mut ids = Vec::new();
     for i in 0..5 {
-        messages.push(json!({"role": "user", "content": format!("question number {i} about zebras")}));
-        let (s, id, text) = chat(&kit.gw, &ck, &json!({"model": "m-oa", "messages": messages})).await;
+        messages
+            .push(json!({"role": "user", "content": format!("question number {i} about zebras")}));
+        let (s, id, text) = chat(
+            &kit.gw,
+            &ck,
+            &json!({"model": "m-oa", "messages": messages}),
+        )
+        .await;
         assert_eq!(s, 200, "{text}");
         let v: Value = serde_json::from_str(&text).unwrap();
         messages.push(v["choices"][0]["message"].clone());
@@ -307,83 +375,170 @@ async fn test_capture_end_to_end() {
     let events = kit.gw.events("chat5").await;
     let sum = |f: &str| events.iter().map(|e| e[f].as_u64().unwrap()).sum::<u64>();
     assert_eq!(conv["input_tokens"].as_u64().unwrap(), sum("input_tokens"));
-    assert_eq!(conv["output_tokens"].as_u64().unwrap(), sum("output_tokens"));
+    assert_eq!(
+        conv["output_tokens"].as_u64().unwrap(),
+        sum("output_tokens")
+    );
     assert_eq!(conv["cost_micros"].as_u64().unwrap(), sum("cost_micros"));
     assert!(conv["duration_ms"].as_i64().unwrap() >= 0);
     assert!(conv["last_ms"].as_i64().unwrap() >= conv["first_ms"].as_i64().unwrap());
     let conv_id = conv["id"].as_str().unwrap().to_owned();
-    let view = kit.get(&format!("/internal/v1/conversations/{conv_id}")).await;
+    let view = kit
+        .get(&format!("/internal/v1/conversations/{conv_id}"))
+        .await;
     assert_eq!(view.status, 200, "{}", view.body);
     assert_eq!(view.body["captures"].as_array().unwrap().len(), 5);
-    assert_eq!(view.body["longest"]["request"]["messages"].as_array().unwrap().len(), 10);
+    assert_eq!(
+        view.body["longest"]["request"]["messages"]
+            .as_array()
+            .unwrap()
+            .len(),
+        10
+    );
     assert!(view.body["longest"]["response"]["choices"][0]["message"]["content"].is_string());
 
     // --- Review: search, filters, paging, mark, batch, delete, member deletion.
     let found = kit.conversations("q=ZEBRAS").await;
     assert_eq!(found.len(), 1);
     assert_eq!(found[0]["id"], conv_id.as_str());
-    assert!(kit.conversations("q=no-such-word-anywhere").await.is_empty());
+    assert!(kit
+        .conversations("q=no-such-word-anywhere")
+        .await
+        .is_empty());
     assert_eq!(kit.conversations("q=zebras&from=1").await.len(), 1);
     let now = now_unix();
-    assert!(kit.conversations(&format!("member=chat5&to={}", now - 3600)).await.is_empty());
-    assert_eq!(kit.conversations(&format!("member=chat5&from={}", now - 3600)).await.len(), 1);
+    assert!(kit
+        .conversations(&format!("member=chat5&to={}", now - 3600))
+        .await
+        .is_empty());
+    assert_eq!(
+        kit.conversations(&format!("member=chat5&from={}", now - 3600))
+            .await
+            .len(),
+        1
+    );
     assert_eq!(kit.conversations("member=chat5&status=ok").await.len(), 1);
     let all = kit.conversations("limit=200").await;
     let mut paged = Vec::new();
     let mut cursor = String::new();
     loop {
-        let r = kit.get(&format!("/internal/v1/conversations?limit=3&cursor={cursor}")).await;
+        let r = kit
+            .get(&format!(
+                "/internal/v1/conversations?limit=3&cursor={cursor}"
+            ))
+            .await;
         assert_eq!(r.status, 200);
-        paged.extend(r.body["conversations"].as_array().unwrap().iter().map(|c| c["id"].clone()));
+        paged.extend(
+            r.body["conversations"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c["id"].clone()),
+        );
         match r.body["next"].as_str() {
             Some(n) => cursor = n.to_owned(),
             None => break,
         }
     }
     let all_ids: Vec<Value> = all.iter().map(|c| c["id"].clone()).collect();
-    assert_eq!(paged, all_ids, "paging lists each conversation once, newest first");
+    assert_eq!(
+        paged, all_ids,
+        "paging lists each conversation once, newest first"
+    );
 
     let r = kit
-        .send("POST", &format!("/internal/v1/conversations/{conv_id}/review"),
-              Some(&json!({"review": "confirmed", "tags": ["good", "zebra"], "note": "clean"})))
+        .send(
+            "POST",
+            &format!("/internal/v1/conversations/{conv_id}/review"),
+            Some(&json!({"review": "confirmed", "tags": ["good", "zebra"], "note": "clean"})),
+        )
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
-    let c = &kit.get(&format!("/internal/v1/conversations/{conv_id}")).await.body["conversation"];
+    let c = &kit
+        .get(&format!("/internal/v1/conversations/{conv_id}"))
+        .await
+        .body["conversation"];
     assert_eq!(c["review"], "confirmed");
     assert_eq!(c["tags"], json!(["good", "zebra"]));
     assert_eq!(c["note"], "clean");
     assert_eq!(kit.conversations("review=confirmed").await.len(), 1);
     let r = kit
-        .send("POST", &format!("/internal/v1/conversations/{conv_id}/review"), Some(&json!({"review": "great"})))
+        .send(
+            "POST",
+            &format!("/internal/v1/conversations/{conv_id}/review"),
+            Some(&json!({"review": "great"})),
+        )
         .await;
     assert_eq!(r.status, 400);
     assert_eq!(r.body["error"]["param"], "review");
     let r = kit
-        .send("POST", "/internal/v1/conversations/conv_nope/review", Some(&json!({"review": "rejected"})))
+        .send(
+            "POST",
+            "/internal/v1/conversations/conv_nope/review",
+            Some(&json!({"review": "rejected"})),
+        )
         .await;
     assert_eq!(r.status, 404);
-    assert_eq!(kit.get("/internal/v1/conversations?review=maybe").await.status, 400);
+    assert_eq!(
+        kit.get("/internal/v1/conversations?review=maybe")
+            .await
+            .status,
+        400
+    );
 
     let r = kit
-        .send("POST", "/internal/v1/conversations/review",
-              Some(&json!({"filter": {"member": "tools"}, "review": "rejected", "tags": ["batch"]})))
+        .send(
+            "POST",
+            "/internal/v1/conversations/review",
+            Some(&json!({"filter": {"member": "tools"}, "review": "rejected", "tags": ["batch"]})),
+        )
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.body["updated"], 6);
     assert_eq!(r.body["more"], false);
-    assert_eq!(kit.conversations("member=tools&review=rejected").await.len(), 6);
-    assert_eq!(kit.conversations("review=confirmed").await.len(), 1, "the batch touched only its filter");
+    assert_eq!(
+        kit.conversations("member=tools&review=rejected")
+            .await
+            .len(),
+        6
+    );
+    assert_eq!(
+        kit.conversations("review=confirmed").await.len(),
+        1,
+        "the batch touched only its filter"
+    );
 
     let victim = tool_convs[0]["id"].as_str().unwrap().to_owned();
-    let victim_capture = tool_convs[0]["longest_capture_id"].as_str().unwrap().to_owned();
-    let r = kit.send("DELETE", &format!("/internal/v1/conversations/{victim}"), None).await;
+    let victim_capture = tool_convs[0]["longest_capture_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = kit
+        .send(
+            "DELETE",
+            &format!("/internal/v1/conversations/{victim}"),
+            None,
+        )
+        .await;
     assert_eq!(r.status, 200, "{}", r.body);
-    assert_eq!(kit.get(&format!("/internal/v1/conversations/{victim}")).await.status, 404);
-    assert_eq!(kit.get(&format!("/internal/v1/captures/{victim_capture}")).await.status, 404);
+    assert_eq!(
+        kit.get(&format!("/internal/v1/conversations/{victim}"))
+            .await
+            .status,
+        404
+    );
+    assert_eq!(
+        kit.get(&format!("/internal/v1/captures/{victim_capture}"))
+            .await
+            .status,
+        404
+    );
     assert_eq!(kit.conversations("member=tools").await.len(), 5);
 
     let before = kit.stats().await["captures"].as_i64().unwrap();
-    let r = kit.send("DELETE", "/internal/v1/members/tools/captures", None).await;
+    let r = kit
+        .send("DELETE", "/internal/v1/members/tools/captures", None)
+        .await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.body["more"], false);
     assert!(kit.conversations("member=tools").await.is_empty());
@@ -400,17 +555,31 @@ async fn test_capture_end_to_end() {
         let r_off = kit.gw.post("/v1/chat/completions", &plain, &body).await;
         let r_broken = kit.gw.post("/v1/chat/completions", &broken, &body).await;
         assert_eq!(r_off.status(), r_broken.status());
-        assert_eq!(r_off.headers()["content-type"], r_broken.headers()["content-type"]);
+        assert_eq!(
+            r_off.headers()["content-type"],
+            r_broken.headers()["content-type"]
+        );
         let (id_off, id_broken) = (
             r_off.headers()["x-request-id"].to_str().unwrap().to_owned(),
-            r_broken.headers()["x-request-id"].to_str().unwrap().to_owned(),
+            r_broken.headers()["x-request-id"]
+                .to_str()
+                .unwrap()
+                .to_owned(),
         );
         let (t_off, t_broken) = (r_off.text().await.unwrap(), r_broken.text().await.unwrap());
-        assert_eq!(normalized(&t_off, &id_off), normalized(&t_broken, &id_broken), "stream={stream}");
+        assert_eq!(
+            normalized(&t_off, &id_off),
+            normalized(&t_broken, &id_broken),
+            "stream={stream}"
+        );
         expected += 1;
     }
     let s = kit.wait_captures(expected).await;
-    assert_eq!(s["write_failures"].as_i64().unwrap() - failures_before, 2, "{s}");
+    assert_eq!(
+        s["write_failures"].as_i64().unwrap() - failures_before,
+        2,
+        "{s}"
+    );
     assert!(kit.conversations("member=broken").await.is_empty());
 
     // --- Bring your own key: forwarded, never stored or logged, captured, metered.
@@ -424,8 +593,10 @@ async fn test_capture_end_to_end() {
         .post(format!("{pass_base}/v1/chat/completions"))
         .header("x-tollbooth-key", &bk)
         .bearer_auth(provider_key)
-        .json(&json!({"model": "gpt-4o-mini", "stream": true, "messages": [
-            {"role": "user", "content": "byok stream hello"}]}))
+        .json(
+            &json!({"model": "gpt-4o-mini", "stream": true, "messages": [
+            {"role": "user", "content": "byok stream hello"}]}),
+        )
         .send()
         .await
         .unwrap();
@@ -460,38 +631,79 @@ async fn test_capture_end_to_end() {
         .await
         .unwrap();
     let seen = seen.as_array().unwrap();
-    let oa = seen.iter().find(|r| r["path"] == "/v1/chat/completions").unwrap();
-    assert_eq!(oa["headers"]["authorization"], format!("Bearer {provider_key}"));
+    let oa = seen
+        .iter()
+        .find(|r| r["path"] == "/v1/chat/completions")
+        .unwrap();
+    assert_eq!(
+        oa["headers"]["authorization"],
+        format!("Bearer {provider_key}")
+    );
     let an = seen.iter().find(|r| r["path"] == "/v1/messages").unwrap();
     assert_eq!(an["headers"]["x-api-key"], ant_key);
     assert!(an["headers"].get("authorization").is_none());
     for r in seen {
-        assert!(r["headers"].get("x-tollbooth-key").is_none(), "the Tollbooth key went upstream");
+        assert!(
+            r["headers"].get("x-tollbooth-key").is_none(),
+            "the Tollbooth key went upstream"
+        );
     }
     let c1 = kit.capture(&byok_id_1).await;
-    assert_eq!(c1["record"]["response"]["choices"][0]["message"]["content"].is_string(), true, "{c1}");
+    // The stream was reassembled into one answer.
+    assert_eq!(
+        c1["record"]["response"]["choices"][0]["message"]["content"],
+        "tok0 tok1 tok2 ",
+        "{c1}"
+    );
     assert_eq!(c1["record"]["ingress"], "passthrough");
     let c2 = kit.capture(&byok_id_2).await;
-    assert_eq!(c2["record"]["response"]["choices"][0]["finish_reason"], "stop", "{c2}");
+    assert_eq!(
+        c2["record"]["response"]["choices"][0]["finish_reason"], "stop",
+        "{c2}"
+    );
     for c in [&c1, &c2] {
         let t = c.to_string();
         assert!(!t.contains("byok-provider-key") && !t.contains(&bk), "{t}");
     }
     let events = kit.gw.events("byok").await;
     assert_eq!(events.len(), 2, "{events:?}");
-    assert!(events.iter().all(|e| e["charged_unit"] == "requests" && e["charged"] == 1), "{events:?}");
+    assert!(
+        events
+            .iter()
+            .all(|e| e["charged_unit"] == "requests" && e["charged"] == 1),
+        "{events:?}"
+    );
     // Refusals: a key without the permission, and no provider key.
-    let r = kit.gw.http.post(format!("{pass_base}/v1/chat/completions"))
-        .header("x-tollbooth-key", &by_key).bearer_auth(provider_key)
-        .json(&json!({"model": "x", "messages": []})).send().await.unwrap();
+    let r = kit
+        .gw
+        .http
+        .post(format!("{pass_base}/v1/chat/completions"))
+        .header("x-tollbooth-key", &by_key)
+        .bearer_auth(provider_key)
+        .json(&json!({"model": "x", "messages": []}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 403);
-    assert_eq!(r.json::<Value>().await.unwrap()["error"]["code"], "byok_not_allowed");
-    let r = kit.gw.http.post(format!("{pass_base}/v1/chat/completions"))
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"]["code"],
+        "byok_not_allowed"
+    );
+    let r = kit
+        .gw
+        .http
+        .post(format!("{pass_base}/v1/chat/completions"))
         .header("x-tollbooth-key", &bk)
-        .json(&json!({"model": "x", "messages": []})).send().await.unwrap();
+        .json(&json!({"model": "x", "messages": []}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
     let log = std::fs::read_to_string(&kit.gw.worker.proc.log).unwrap_or_default();
-    assert!(!log.contains("byok-provider-key"), "a provider key reached the log");
+    assert!(
+        !log.contains("byok-provider-key"),
+        "a provider key reached the log"
+    );
 
     // --- Retention: the Cron Trigger deletes conversations past `retention_days`.
     let ok_key = kit.key("old", "basic", true, None, false).await;
@@ -513,7 +725,10 @@ async fn test_capture_end_to_end() {
     let r = kit
         .gw
         .http
-        .get(format!("{}/__scheduled?cron=*/5+*+*+*+*", kit.gw.worker.base_url))
+        .get(format!(
+            "{}/__scheduled?cron=*/5+*+*+*+*",
+            kit.gw.worker.base_url
+        ))
         .send()
         .await
         .unwrap();
@@ -523,6 +738,10 @@ async fn test_capture_end_to_end() {
         assert!(Instant::now() < deadline, "retention never ran");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert_eq!(kit.conversations("member=chat5").await.len(), 1, "recent conversations stay");
+    assert_eq!(
+        kit.conversations("member=chat5").await.len(),
+        1,
+        "recent conversations stay"
+    );
     assert!(kit.stats().await["pruned"].as_i64().unwrap() >= 1);
 }

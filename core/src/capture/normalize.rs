@@ -19,9 +19,16 @@ pub struct Call {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "t", rename_all = "snake_case")]
 pub enum Turn {
-    System { text: String },
-    User { text: String },
-    Assistant { text: String, calls: Vec<Call> },
+    System {
+        text: String,
+    },
+    User {
+        text: String,
+    },
+    Assistant {
+        text: String,
+        calls: Vec<Call>,
+    },
     ToolResult {
         #[serde(skip_serializing_if = "Option::is_none")]
         call_id: Option<String>,
@@ -266,8 +273,13 @@ pub fn finish_reason(response: &Value) -> Option<String> {
 /// `{name, description, parameters}`.
 pub fn tool_defs(request: &Value) -> Vec<ToolDef> {
     let mut out = Vec::new();
-    let push = |out: &mut Vec<ToolDef>, name: Option<&Value>, desc: Option<&Value>, params: Option<&Value>| {
-        let Some(name) = name.and_then(Value::as_str) else { return };
+    let push = |out: &mut Vec<ToolDef>,
+                name: Option<&Value>,
+                desc: Option<&Value>,
+                params: Option<&Value>| {
+        let Some(name) = name.and_then(Value::as_str) else {
+            return;
+        };
         let mut m = Map::new();
         m.insert("name".into(), Value::String(name.to_owned()));
         if let Some(d) = desc.filter(|d| !d.is_null()) {
@@ -275,22 +287,39 @@ pub fn tool_defs(request: &Value) -> Vec<ToolDef> {
         }
         m.insert(
             "parameters".into(),
-            params.cloned().unwrap_or_else(|| serde_json::json!({"type": "object", "properties": {}})),
+            params
+                .cloned()
+                .unwrap_or_else(|| serde_json::json!({"type": "object", "properties": {}})),
         );
         out.push(Value::Object(m));
     };
     if let Some(Value::Array(tools)) = request.get("tools") {
         for t in tools {
             if let Some(f) = t.get("function") {
-                push(&mut out, f.get("name"), f.get("description"), f.get("parameters"));
+                push(
+                    &mut out,
+                    f.get("name"),
+                    f.get("description"),
+                    f.get("parameters"),
+                );
             } else {
-                push(&mut out, t.get("name"), t.get("description"), t.get("input_schema"));
+                push(
+                    &mut out,
+                    t.get("name"),
+                    t.get("description"),
+                    t.get("input_schema"),
+                );
             }
         }
     }
     if let Some(Value::Array(fns)) = request.get("functions") {
         for f in fns {
-            push(&mut out, f.get("name"), f.get("description"), f.get("parameters"));
+            push(
+                &mut out,
+                f.get("name"),
+                f.get("description"),
+                f.get("parameters"),
+            );
         }
     }
     out
@@ -318,7 +347,9 @@ mod tests {
         assert_eq!(request_turns(&oa), request_turns(&an));
         let turns = request_turns(&oa);
         assert_eq!(turns.len(), 4);
-        assert!(matches!(&turns[2], Turn::Assistant { calls, .. } if calls[0].arguments == r#"{"a":2,"b":1}"#));
+        assert!(
+            matches!(&turns[2], Turn::Assistant { calls, .. } if calls[0].arguments == r#"{"a":2,"b":1}"#)
+        );
     }
 
     #[test]

@@ -22,7 +22,10 @@ pub fn byok_kind(api_path: &str, host: &str) -> ProviderKind {
     let path = api_path.to_ascii_lowercase();
     let host = host.to_ascii_lowercase();
     let host = host.split(':').next().unwrap_or("");
-    if path.contains("/anthropic/") || path.ends_with("/v1/messages") || path.contains("/v1/messages?") {
+    if path.contains("/anthropic/")
+        || path.ends_with("/v1/messages")
+        || path.contains("/v1/messages?")
+    {
         ProviderKind::Anthropic
     } else if host == "googleapis.com" || host.ends_with(".googleapis.com") {
         ProviderKind::Gemini
@@ -45,7 +48,10 @@ fn gemini_path_model(api_path: &str) -> Option<(String, bool)> {
     let rest = api_path.split("/models/").nth(1)?;
     let (model, action) = rest.split_once(':')?;
     let action = action.split('?').next().unwrap_or("");
-    Some((model.to_owned(), action.starts_with("streamGenerateContent")))
+    Some((
+        model.to_owned(),
+        action.starts_with("streamGenerateContent"),
+    ))
 }
 
 /// The model a request names (body `model`, or the Gemini path's).
@@ -123,14 +129,29 @@ mod tests {
 
     #[test]
     fn test_byok_kind_from_path_and_host() {
-        assert_eq!(byok_kind("/v1/messages", "api.anthropic.com"), ProviderKind::Anthropic);
-        assert_eq!(byok_kind("/api/anthropic/v1/x", "proxy.example.com"), ProviderKind::Anthropic);
         assert_eq!(
-            byok_kind("/v1beta/models/g:generateContent", "generativelanguage.googleapis.com"),
+            byok_kind("/v1/messages", "api.anthropic.com"),
+            ProviderKind::Anthropic
+        );
+        assert_eq!(
+            byok_kind("/api/anthropic/v1/x", "proxy.example.com"),
+            ProviderKind::Anthropic
+        );
+        assert_eq!(
+            byok_kind(
+                "/v1beta/models/g:generateContent",
+                "generativelanguage.googleapis.com"
+            ),
             ProviderKind::Gemini
         );
-        assert_eq!(byok_kind("/v1/chat/completions", "api.openai.com"), ProviderKind::Openai);
-        assert_eq!(byok_kind("/v1/chat/completions", "googleapis.com.evil.io"), ProviderKind::Openai);
+        assert_eq!(
+            byok_kind("/v1/chat/completions", "api.openai.com"),
+            ProviderKind::Openai
+        );
+        assert_eq!(
+            byok_kind("/v1/chat/completions", "googleapis.com.evil.io"),
+            ProviderKind::Openai
+        );
         assert_eq!(auth_style(ProviderKind::Gemini), AuthStyle::Google);
     }
 
@@ -149,7 +170,9 @@ mod tests {
         let req = request_value(
             ProviderKind::Gemini,
             "/v1beta/models/gem:generateContent",
-            json!({"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}).to_string().as_bytes(),
+            json!({"contents": [{"role": "user", "parts": [{"text": "hi"}]}]})
+                .to_string()
+                .as_bytes(),
         )
         .unwrap();
         assert_eq!(req["messages"][0]["content"], "hi");

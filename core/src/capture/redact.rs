@@ -51,7 +51,10 @@ impl Redactor {
     pub fn new(s: &CaptureSettings) -> Self {
         let key_prefixes = s.redact_api_keys.then(|| {
             if s.key_prefixes.is_empty() {
-                DEFAULT_KEY_PREFIXES.iter().map(|p| (*p).to_owned()).collect()
+                DEFAULT_KEY_PREFIXES
+                    .iter()
+                    .map(|p| (*p).to_owned())
+                    .collect()
             } else {
                 s.key_prefixes
                     .iter()
@@ -182,11 +185,9 @@ fn redact_emails(s: &str) -> String {
             end -= 1;
         }
         let domain: String = chars.get(i + 1..end).unwrap_or(&[]).iter().collect();
-        let tld_ok = domain
-            .rsplit_once('.')
-            .is_some_and(|(head, tld)| {
-                !head.is_empty() && tld.len() >= 2 && tld.chars().all(|c| c.is_ascii_alphabetic())
-            });
+        let tld_ok = domain.rsplit_once('.').is_some_and(|(head, tld)| {
+            !head.is_empty() && tld.len() >= 2 && tld.chars().all(|c| c.is_ascii_alphabetic())
+        });
         if start < i && tld_ok {
             out.extend(chars.get(emitted..start).unwrap_or(&[]));
             out.push_str(EMAIL_MARK);
@@ -227,7 +228,10 @@ fn redact_phones(s: &str) -> String {
             } else if matches!(d, ' ' | '-' | '.' | '(' | ')') {
                 // `(` may open and `)` close a group next to a space; two plain
                 // separators in a row end the number.
-                if prev_sep && !matches!(d, '(' | ')') && !matches!(chars.get(j - 1), Some('(' | ')')) {
+                if prev_sep
+                    && !matches!(d, '(' | ')')
+                    && !matches!(chars.get(j - 1), Some('(' | ')'))
+                {
                     break;
                 }
                 seps += 1;
@@ -291,12 +295,18 @@ mod tests {
     #[test]
     fn test_phones() {
         let r = r();
-        assert_eq!(r.text("call +1 415 555 0100 now"), "call [REDACTED_PHONE] now");
+        assert_eq!(
+            r.text("call +1 415 555 0100 now"),
+            "call [REDACTED_PHONE] now"
+        );
         assert_eq!(r.text("call (415) 555-0100."), "call [REDACTED_PHONE].");
         assert_eq!(r.text("+4915112345678"), PHONE_MARK);
         // Plain integers (timestamps, ids) and short numbers stay.
         assert_eq!(r.text("ts 1700000000123"), "ts 1700000000123");
-        assert_eq!(r.text("version 1.2.3 and 2024-01-01"), "version 1.2.3 and 2024-01-01");
+        assert_eq!(
+            r.text("version 1.2.3 and 2024-01-01"),
+            "version 1.2.3 and 2024-01-01"
+        );
         assert_eq!(r.text("id abc123456789"), "id abc123456789");
     }
 

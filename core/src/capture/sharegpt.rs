@@ -117,7 +117,7 @@ pub fn to_sharegpt(conv: &Conversation) -> (ShareGpt, Vec<Reason>) {
     let mut reasons = Vec::new();
     let mut known_calls: Vec<String> = Vec::new();
     let mut pending: Vec<(Option<String>, String)> = Vec::new(); // tool results to flush
-    // Index in `out` of each function_call whose results are still awaited.
+                                                                 // Index in `out` of each function_call whose results are still awaited.
     let flush = |pending: &mut Vec<(Option<String>, String)>, out: &mut Vec<Message>| {
         if pending.is_empty() {
             return;
@@ -125,8 +125,13 @@ pub fn to_sharegpt(conv: &Conversation) -> (ShareGpt, Vec<Reason>) {
         let value = if pending.len() == 1 {
             pending.first().map(|(_, t)| t.clone()).unwrap_or_default()
         } else {
-            Value::Array(pending.iter().map(|(_, t)| Value::String(t.clone())).collect())
-                .to_string()
+            Value::Array(
+                pending
+                    .iter()
+                    .map(|(_, t)| Value::String(t.clone()))
+                    .collect(),
+            )
+            .to_string()
         };
         out.push(Message {
             from: "observation".into(),
@@ -245,7 +250,11 @@ fn check_shape(out: &[Message], reasons: &mut Vec<Reason>) {
     }
     for (i, m) in out.iter().enumerate() {
         if m.value.trim().is_empty() {
-            reasons.push(reason("empty_value", Some(i), format!("the `{}` turn is empty", m.from)));
+            reasons.push(reason(
+                "empty_value",
+                Some(i),
+                format!("the `{}` turn is empty", m.from),
+            ));
         }
     }
     let mut prev: Option<&str> = None;
@@ -318,7 +327,11 @@ pub fn to_openai_messages(conv: &Conversation) -> Value {
                                "function": {"name": c.name, "arguments": args}})
                     })
                     .collect();
-                let content = if text.is_empty() { Value::Null } else { json!(text) };
+                let content = if text.is_empty() {
+                    Value::Null
+                } else {
+                    json!(text)
+                };
                 msgs.push(json!({"role": "assistant", "content": content, "tool_calls": tcs}));
             }
             Turn::ToolResult { call_id, text, .. } => {

@@ -137,19 +137,24 @@ mod tests {
             let answer = format!("answer {i}");
             let (t, req_len) = transcript(&msgs, &answer);
             let hashes = prefix_hashes("m1", &t);
-            let found = lookup_hashes(&hashes, req_len).into_iter().find_map(|(h, _)| {
-                registry
-                    .iter()
-                    .find(|(rh, _, _)| *rh == h)
-                    .map(|(_, c, _)| (c.clone(), longest[c]))
-            });
+            let found = lookup_hashes(&hashes, req_len)
+                .into_iter()
+                .find_map(|(h, _)| {
+                    registry
+                        .iter()
+                        .find(|(rh, _, _)| *rh == h)
+                        .map(|(_, c, _)| (c.clone(), longest[c]))
+                });
             let conv = match decide(found, t.len()) {
                 Decision::New => {
                     let c = format!("conv{i}");
                     longest.insert(c.clone(), t.len());
                     c
                 }
-                Decision::Join { conversation, longest: l } => {
+                Decision::Join {
+                    conversation,
+                    longest: l,
+                } => {
                     assert!(l, "turn {i} extends the conversation");
                     longest.insert(conversation.clone(), t.len());
                     conversation
@@ -177,7 +182,10 @@ mod tests {
         // A regenerated answer (same request) joins without replacing the longest form.
         assert_eq!(
             decide(Some(("c".into(), 2)), 2),
-            Decision::Join { conversation: "c".into(), longest: false }
+            Decision::Join {
+                conversation: "c".into(),
+                longest: false
+            }
         );
         assert_eq!(lookup_hashes(&a, 1), vec![(a[0].clone(), 1)]);
         assert_eq!(to_register(&a, 1), a);

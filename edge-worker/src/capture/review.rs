@@ -120,7 +120,10 @@ impl Filter {
     fn validate(&self) -> Result<(), EdgeError> {
         if let Some(r) = &self.review {
             if !matches!(r.as_str(), "pending" | "confirmed" | "rejected") {
-                return Err(bad("review must be pending, confirmed or rejected", "review"));
+                return Err(bad(
+                    "review must be pending, confirmed or rejected",
+                    "review",
+                ));
             }
         }
         if self.q.as_ref().is_some_and(|q| q.chars().count() > 200) {
@@ -344,13 +347,18 @@ struct Mark {
 impl Mark {
     fn validate(&self) -> Result<(), EdgeError> {
         if !matches!(self.review.as_str(), "pending" | "confirmed" | "rejected") {
-            return Err(bad("review must be pending, confirmed or rejected", "review"));
+            return Err(bad(
+                "review must be pending, confirmed or rejected",
+                "review",
+            ));
         }
         if let Some(t) = &self.tags {
             if t.len() > MAX_TAGS {
                 return Err(bad(format!("at most {MAX_TAGS} tags"), "tags"));
             }
-            if t.iter().any(|x| x.is_empty() || x.chars().count() > MAX_TAG_CHARS) {
+            if t.iter()
+                .any(|x| x.is_empty() || x.chars().count() > MAX_TAG_CHARS)
+            {
                 return Err(bad(
                     format!("each tag has 1 to {MAX_TAG_CHARS} characters"),
                     "tags",
@@ -392,12 +400,15 @@ async fn review(
     body: &[u8],
     now: u64,
 ) -> Result<(u16, Value), EdgeError> {
-    let mark: Mark = serde_json::from_slice(body)
-        .map_err(|e| bad(format!("Invalid review: {e}"), "body"))?;
+    let mark: Mark =
+        serde_json::from_slice(body).map_err(|e| bad(format!("Invalid review: {e}"), "body"))?;
     mark.validate()?;
     let (set, mut params) = mark.set(now);
     params.push(text(id));
-    let sql = format!("UPDATE conversations SET {set} WHERE id = ?{}", params.len());
+    let sql = format!(
+        "UPDATE conversations SET {set} WHERE id = ?{}",
+        params.len()
+    );
     let unavailable = internal("capture index unavailable");
     let r = stmt(db, &sql, &params)
         .map_err(&unavailable)?
@@ -436,10 +447,7 @@ async fn batch_review(db: &D1Database, body: &[u8], now: u64) -> Result<(u16, Va
     let (conds, fparams) = b.filter.sql(now);
     // Renumber the filter's parameters after the SET's.
     let offset = params.len();
-    let mut conds: Vec<String> = conds
-        .into_iter()
-        .map(|c| renumber(&c, offset))
-        .collect();
+    let mut conds: Vec<String> = conds.into_iter().map(|c| renumber(&c, offset)).collect();
     params.extend(fparams);
     // Only rows not already in the target state, so repeating the call converges and
     // `more` is exact.
@@ -528,7 +536,12 @@ async fn delete_conversations(
 }
 
 async fn delete_one(env: &Env, db: &D1Database, id: &str) -> Result<(u16, Value), EdgeError> {
-    let found = rows(db, "SELECT id FROM conversations WHERE id = ?1", &[text(id)]).await?;
+    let found = rows(
+        db,
+        "SELECT id FROM conversations WHERE id = ?1",
+        &[text(id)],
+    )
+    .await?;
     if found.is_empty() {
         return Err(not_found("Unknown conversation."));
     }
@@ -544,7 +557,11 @@ fn ids_of(rows: &[Value]) -> Vec<String> {
 
 /// Deletes a member's conversations and captures, [`DELETE_LIMIT`] conversations per
 /// call (`more: true` asks the caller to repeat).
-async fn delete_member(env: &Env, db: &D1Database, member: &str) -> Result<(u16, Value), EdgeError> {
+async fn delete_member(
+    env: &Env,
+    db: &D1Database,
+    member: &str,
+) -> Result<(u16, Value), EdgeError> {
     let mut deleted = 0;
     let mut conversations = 0;
     // Ten rounds of 50 keep each IN list small.
@@ -573,16 +590,26 @@ async fn delete_member(env: &Env, db: &D1Database, member: &str) -> Result<(u16,
         .and_then(|r| r.get("n").and_then(Value::as_i64))
         .unwrap_or(0)
         > 0;
-    ok(json!({ "member_id": member, "conversations": conversations, "captures": deleted, "more": more }))
+    ok(
+        json!({ "member_id": member, "conversations": conversations, "captures": deleted, "more": more }),
+    )
 }
 
 /// Retention: deletes conversations whose last activity is older than `days` (at most
 /// `limit` per run). Returns the captures deleted.
-pub async fn prune(env: &Env, db: &D1Database, now: u64, days: u64, limit: u64) -> Result<u64, EdgeError> {
+pub async fn prune(
+    env: &Env,
+    db: &D1Database,
+    now: u64,
+    days: u64,
+    limit: u64,
+) -> Result<u64, EdgeError> {
     if days == 0 {
         return Ok(0);
     }
-    let cutoff_ms = now.saturating_sub(days.saturating_mul(86_400)).saturating_mul(1000);
+    let cutoff_ms = now
+        .saturating_sub(days.saturating_mul(86_400))
+        .saturating_mul(1000);
     let mut deleted = 0;
     let mut left = limit;
     while left > 0 {
@@ -611,7 +638,10 @@ mod tests {
 
     #[test]
     fn test_renumber() {
-        assert_eq!(renumber("a = ?1 AND b LIKE ?12", 3), "a = ?4 AND b LIKE ?15");
+        assert_eq!(
+            renumber("a = ?1 AND b LIKE ?12", 3),
+            "a = ?4 AND b LIKE ?15"
+        );
         assert_eq!(renumber("x", 3), "x");
     }
 }

@@ -128,9 +128,12 @@ pub async fn write(env: &Env, config: &Config, input: Input<'_>) {
         };
         // Longest prefix first.
         found = lookup.iter().find_map(|(h, _)| {
-            rows.iter()
-                .find(|r| &r.hash == h)
-                .map(|r| (r.conversation_id.clone(), usize::try_from(r.longest_len).unwrap_or(0)))
+            rows.iter().find(|r| &r.hash == h).map(|r| {
+                (
+                    r.conversation_id.clone(),
+                    usize::try_from(r.longest_len).unwrap_or(0),
+                )
+            })
         });
     }
     let decision = thread::decide(found, built.facts.transcript_len);

@@ -293,11 +293,12 @@ async fn route(
                 .map_err(&unavailable)?;
             ok(json!({ "charged": charged, "pending_finished": finished, "pruned": pruned }))
         }
-        _ => match crate::capture::review::route(method, segs, url, body, env, db, real_now).await
-        {
-            Some(r) => r,
-            None => Err(not_found("Unknown internal route.")),
-        },
+        _ => {
+            match crate::capture::review::route(method, segs, url, body, env, db, real_now).await {
+                Some(r) => r,
+                None => Err(not_found("Unknown internal route.")),
+            }
+        }
     }
 }
 

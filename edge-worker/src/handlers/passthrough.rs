@@ -346,7 +346,10 @@ pub async fn passthrough_handler(call: Call<'_>) -> Result<Response, EdgeError> 
         })?;
         (style, secret)
     } else {
-        (configured_style, credential_for(env, config, &target).await?)
+        (
+            configured_style,
+            credential_for(env, config, &target).await?,
+        )
     };
     let catalogue = catalogue::load(env, config.catalogue_ttl_ms).await.ok();
     let settings = catalogue
@@ -497,8 +500,8 @@ pub async fn passthrough_handler(call: Call<'_>) -> Result<Response, EdgeError> 
             let ids = CaptureIds::from(rc, status);
             ctx.wait_until(async move {
                 let mut buf = Vec::new();
-                let bound = usize::try_from(cap.settings.max_bytes.saturating_mul(4))
-                    .unwrap_or(usize::MAX);
+                let bound =
+                    usize::try_from(cap.settings.max_bytes.saturating_mul(4)).unwrap_or(usize::MAX);
                 let mut complete = true;
                 while let Some(chunk) = stream.next().await {
                     match chunk {

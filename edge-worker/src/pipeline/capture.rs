@@ -84,9 +84,7 @@ pub async fn offer(env: &Env, config: &Config, exchange: &Exchange<'_>) {
         latency_ms: exchange.latency_ms,
         finished_at: exchange.finished_at,
         request: serde_json::to_value(&c.request).unwrap_or_default(),
-        response: exchange
-            .response
-            .and_then(|r| serde_json::to_value(r).ok()),
+        response: exchange.response.and_then(|r| serde_json::to_value(r).ok()),
         settings: &c.settings,
     };
     crate::capture::store::write(env, config, input).await;

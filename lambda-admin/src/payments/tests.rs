@@ -220,8 +220,6 @@ async fn plan(st: &St) {
         visible: true,
         sort_order: 1,
         capture: false,
-        app_id: None,
-        byok: false,
     };
     model::put(&st.store, p.item().unwrap()).await.unwrap();
 }
