@@ -188,6 +188,9 @@ fn host_of(url: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_capture_end_to_end() {
+    // The worker's own log lines (console.log) go to its log file, so the checks that
+    // no credential is logged read every line it wrote.
+    std::env::set_var("TB_WORKER_LOG_LEVEL", "log");
     let pass = spawn(MockConfig::default()).await.unwrap();
     let pass_host = host_of(&pass.base_url());
     let domains = format!("{pass_host}=bearer");
@@ -699,11 +702,12 @@ async fn test_capture_end_to_end() {
         .await
         .unwrap();
     assert_eq!(r.status(), 401);
-    let log = std::fs::read_to_string(&kit.gw.worker.proc.log).unwrap_or_default();
-    assert!(
-        !log.contains("byok-provider-key"),
-        "a provider key reached the log"
-    );
+    let log = std::fs::read_to_string(&kit.gw.worker.proc.log).unwrap();
+    assert!(log.contains("\"captured\""), "the worker's log lines are not in the file");
+    assert!(log.contains(&byok_id_1), "the BYOK request was not logged at all");
+    for secret in ["byok-provider-key", &bk[..], &tk[..], "jane@example.com"] {
+        assert!(!log.contains(secret), "{secret} reached the log");
+    }
 
     // --- Retention: the Cron Trigger deletes conversations past `retention_days`.
     let ok_key = kit.key("old", "basic", true, None, false).await;
