@@ -654,8 +654,7 @@ async fn test_capture_end_to_end() {
     let c1 = kit.capture(&byok_id_1).await;
     // The stream was reassembled into one answer.
     assert_eq!(
-        c1["record"]["response"]["choices"][0]["message"]["content"],
-        "tok0 tok1 tok2 ",
+        c1["record"]["response"]["choices"][0]["message"]["content"], "tok0 tok1 tok2 ",
         "{c1}"
     );
     assert_eq!(c1["record"]["ingress"], "passthrough");
@@ -703,8 +702,14 @@ async fn test_capture_end_to_end() {
         .unwrap();
     assert_eq!(r.status(), 401);
     let log = std::fs::read_to_string(&kit.gw.worker.proc.log).unwrap();
-    assert!(log.contains("\"captured\""), "the worker's log lines are not in the file");
-    assert!(log.contains(&byok_id_1), "the BYOK request was not logged at all");
+    assert!(
+        log.contains("\"captured\""),
+        "the worker's log lines are not in the file"
+    );
+    assert!(
+        log.contains(&byok_id_1),
+        "the BYOK request was not logged at all"
+    );
     for secret in ["byok-provider-key", &bk[..], &tk[..], "jane@example.com"] {
         assert!(!log.contains(secret), "{secret} reached the log");
     }

@@ -232,7 +232,7 @@ pub async fn write(env: &Env, config: &Config, input: Input<'_>) {
             ],
         ),
         // SQLite evaluates every SET expression on the old row, so `?2 > longest_len`
-        // means the same thing in each of them.
+        // means the same thing in each of them. `?9` is this capture's id.
         Decision::Join { .. } => stmt(
             &db,
             "UPDATE conversations SET captures = captures + 1, \
@@ -245,7 +245,7 @@ pub async fn write(env: &Env, config: &Config, input: Input<'_>) {
              model = CASE WHEN ?2 > longest_len THEN ?12 ELSE model END, \
              search_text = CASE WHEN ?2 > longest_len THEN ?13 ELSE search_text END, \
              longest_len = MAX(longest_len, ?2) \
-             WHERE id = ?1",
+             WHERE id = ?1 AND NOT EXISTS (SELECT 1 FROM captures WHERE id = ?9)",
             &[
                 text(&conversation_id),
                 num(len),
@@ -263,7 +263,10 @@ pub async fn write(env: &Env, config: &Config, input: Input<'_>) {
             ],
         ),
     };
-    for s in [insert_capture, conversation] {
+    // The conversation first: its update is guarded by "this capture is not indexed
+    // yet" (a new conversation's id is derived from the capture's), so writing the same
+    // capture twice changes nothing.
+    for s in [conversation, insert_capture] {
         match s {
             Ok(s) => batch.push(s),
             Err(e) => return failed(Some(&db), &id, "d1", e.to_string()).await,

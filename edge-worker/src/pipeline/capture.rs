@@ -65,6 +65,15 @@ pub fn decide(
     })
 }
 
+/// A captured request whose settlement failed (it is finished later by the cron, without
+/// its bodies): the capture is lost, and said so in the log.
+pub fn dropped(request_id: &str) {
+    crate::context::log_error(
+        "capture dropped: the settlement is pending",
+        serde_json::json!({ "request_id": request_id }),
+    );
+}
+
 /// Writes a finished exchange (see the module docs).
 pub async fn offer(env: &Env, config: &Config, exchange: &Exchange<'_>) {
     let c = exchange.capture;

@@ -336,6 +336,9 @@ async fn settle_open(open: Open, fin: Finish) {
                 "ledger settlement failed; stored as pending",
                 serde_json::json!({ "request_id": adm.request_id, "error": error }),
             );
+            if open.capture.is_some() {
+                capture::dropped(&adm.request_id);
+            }
             let pending = ledger::pending::Pending {
                 admission: open.admission.clone(),
                 outcome,
