@@ -311,6 +311,37 @@ async fn test_capture_end_to_end() {
             );
         }
     }
+    // The Anthropic ingress against an Anthropic upstream forwards the upstream's own
+    // events; the capture still holds the reassembled hub answer with its tool call.
+    let ak = kit.key("anth", "basic", true, None, false).await;
+    for stream in [false, true] {
+        let r = kit
+            .gw
+            .post(
+                "/v1/messages",
+                &ak,
+                &json!({"model": "m-an-tools", "max_tokens": 50, "stream": stream,
+                    "system": TOOLS_SYSTEM,
+                    "messages": [{"role": "user", "content": "weather in Oslo?"}],
+                    "tools": [{"name": "get_weather", "description": "Weather",
+                               "input_schema": {"type": "object"}}]}),
+            )
+            .await;
+        assert_eq!(r.status(), 200);
+        let id = r.headers()["x-request-id"].to_str().unwrap().to_owned();
+        let _ = r.text().await.unwrap();
+        expected += 1;
+        kit.wait_captures(expected).await;
+        let rec = kit.capture(&id).await["record"].clone();
+        assert_eq!(rec["ingress"], "/v1/messages");
+        assert_eq!(rec["system"], TOOLS_SYSTEM, "{rec}");
+        assert_eq!(
+            rec["response"]["choices"][0]["message"]["tool_calls"][0]["function"]["name"],
+            "get_weather",
+            "stream={stream}: {rec}"
+        );
+    }
+
     let tool_convs = kit.conversations("member=tools&tools=true").await;
     assert_eq!(tool_convs.len(), 6);
     assert!(kit
