@@ -241,6 +241,31 @@ async fn test_capture_end_to_end() {
     assert_eq!(app.len(), 1);
     assert_eq!(app[0]["member_id"], "by-app");
 
+    // --- The size cap: a body larger than `max_bytes` (256 KiB) is cut and flagged.
+    let bigk = kit.key("big", "basic", true, None, false).await;
+    let big = "lorem ipsum ".repeat(30_000);
+    let (s, big_id, text) = chat(
+        &kit.gw,
+        &bigk,
+        &json!({"model": "m-oa", "messages": [{"role": "user", "content": big}]}),
+    )
+    .await;
+    assert_eq!(s, 200, "{text}");
+    expected += 1;
+    kit.wait_captures(expected).await;
+    let c = kit.capture(&big_id).await;
+    assert_eq!(c["record"]["truncated"], true);
+    assert_eq!(c["capture"]["truncated"], 1);
+    let bytes = c["capture"]["bytes"].as_u64().unwrap();
+    assert!(
+        bytes <= 256 * 1024 && bytes == c["record"].to_string().len() as u64,
+        "{bytes}"
+    );
+    assert!(c["record"]["request"]["messages"][0]["content"]
+        .as_str()
+        .unwrap()
+        .ends_with("…[truncated]"));
+
     // --- Three upstream protocols × stream/non-stream, with tool calls; what is stored.
     let tk = kit.key("tools", "basic", true, None, false).await;
     let secret_in_text = "my key sk-live-abcdefghijklmnopqrstu and mail jane@example.com";
