@@ -17,7 +17,9 @@ use tollbooth_tests::sync_client::SyncResponse;
 
 const TOOLS_SYSTEM: &str = "You are terse.";
 
-fn catalogue(mock: &str) -> Value {
+/// The catalogue; `pass_domain` is the pass-through domain whose operator traffic is
+/// captured.
+fn catalogue(mock: &str, pass_domain: &str) -> Value {
     let price = json!({"input_per_mtok": 1_000_000, "output_per_mtok": 2_000_000});
     let model = |name: &str, provider: &str, upstream: &str| {
         json!({"name": name, "deployments": [{"provider": provider, "model": upstream}],
@@ -43,7 +45,8 @@ fn catalogue(mock: &str) -> Value {
             {"id": "basic", "allowed_models": ["*"]},
             {"id": "captured", "allowed_models": ["*"], "capture": true},
         ],
-        "settings": {"capture": {"apps": ["app-x"], "retention_days": 30}},
+        "settings": {"capture": {"apps": ["app-x"], "passthrough_domains": [pass_domain],
+                                 "retention_days": 30}},
     })
 }
 
@@ -194,12 +197,20 @@ async fn test_capture_end_to_end() {
     let pass = spawn(MockConfig::default()).await.unwrap();
     let pass_host = host_of(&pass.base_url());
     let domains = format!("{pass_host}=bearer");
+    let pass_secret_var = format!(
+        "PASSTHROUGH_KEY_{}",
+        pass_host
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .collect::<String>()
+    );
     let gw = Gateway::start(
         &[
             ("TEST_FAIL_CAPTURE", "broken"),
             ("PASSTHROUGH_DOMAINS", &domains),
+            (&pass_secret_var, "sk-operator-pass-secret-0123"),
         ],
-        catalogue,
+        |mock| catalogue(mock, &pass_host),
     )
     .await;
     let kit = Kit { gw, pass };
@@ -769,6 +780,43 @@ async fn test_capture_end_to_end() {
     for secret in ["byok-provider-key", &bk[..], &tk[..], "jane@example.com"] {
         assert!(!log.contains(secret), "{secret} reached the log");
     }
+
+    // --- Operator pass-through to a domain listed in `settings.capture.passthrough_domains`.
+    let ops = kit.gw.key("ops", "basic", KeyRole::Operator).await;
+    let r = kit
+        .gw
+        .http
+        .post(format!("{pass_base}/v1/chat/completions"))
+        .bearer_auth(&ops)
+        .json(&json!({"model": "gpt-4o-mini", "messages": [
+            {"role": "user", "content": "operator pass-through"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let ops_id = r.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let _ = r.text().await.unwrap();
+    expected += 1;
+    kit.wait_captures(expected).await;
+    let c = kit.capture(&ops_id).await;
+    assert_eq!(c["record"]["member_id"], "ops");
+    assert_eq!(
+        c["record"]["request"]["messages"][0]["content"],
+        "operator pass-through"
+    );
+    assert_eq!(
+        c["record"]["response"]["choices"][0]["message"]["content"],
+        "tok0 tok1 tok2 "
+    );
+    let t = c.to_string();
+    assert!(
+        !t.contains("operator-pass-secret") && !t.contains(&ops),
+        "{t}"
+    );
+    assert!(
+        kit.gw.events("ops").await.is_empty(),
+        "operator traffic is not metered"
+    );
 
     // --- Retention: the Cron Trigger deletes conversations past `retention_days`.
     let ok_key = kit.key("old", "basic", true, None, false).await;
