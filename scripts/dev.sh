@@ -143,6 +143,10 @@ database_name = "tollbooth-ledger"
 database_id = "00000000-0000-0000-0000-000000000000"
 migrations_dir = "$TB_ROOT/migrations"
 
+[[r2_buckets]]
+binding = "CAPTURES"
+bucket_name = "tollbooth-captures"
+
 [vars]
 ENVIRONMENT = "local"
 ADMIN_ORIGIN = "$admin_url"

@@ -239,6 +239,10 @@ pub struct Settings {
     /// Maximum upstream attempts per request (first try included).
     #[serde(default = "default_attempts")]
     pub max_attempts: u32,
+    /// Conversation capture: apps and pass-through domains that opt in, redaction,
+    /// size cap, retention (`crate::capture::CaptureSettings`).
+    #[serde(default)]
+    pub capture: crate::capture::CaptureSettings,
 }
 
 fn default_reserve_output() -> u64 {
@@ -255,6 +259,7 @@ impl Default for Settings {
             stream_mode: StreamMode::Auto,
             default_max_tokens: default_reserve_output(),
             max_attempts: default_attempts(),
+            capture: crate::capture::CaptureSettings::default(),
         }
     }
 }

@@ -51,10 +51,18 @@ pub struct KeyRecord {
     pub rpm: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tpm: Option<u64>,
+    /// Capture this key's conversations (docs/training-data.md).
     #[serde(default)]
     pub capture: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// The app the key belongs to (captures carry it; `settings.capture.apps` opts apps in).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_id: Option<String>,
+    /// Bring-your-own-key pass-through: the key authenticates with `x-tollbooth-key` and
+    /// the caller's own provider key is forwarded (docs/security.md).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub byok: bool,
     /// Monotonic version from the control plane (0 for records written before versions).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub version: u64,
@@ -115,6 +123,8 @@ mod tests {
             tpm: None,
             capture: false,
             name: None,
+            app_id: None,
+            byok: false,
             version: 0,
         }
     }

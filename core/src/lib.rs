@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod billing;
+pub mod capture;
 pub mod catalogue;
 pub mod error;
 pub mod keyrecord;

@@ -24,7 +24,8 @@
 //! Test hooks, refused (every request answers 500, the log names the variable) unless
 //! `ENVIRONMENT` is `local`, `test` or `development`: `TEST_CLOCK=1` (the caller picks
 //! the ledger clock with `x-tollbooth-test-now`), `TEST_REPLAY_SETTLE=1`,
-//! `TEST_FAIL_SETTLE=N`, `METERING=off`, `ALLOW_LOOPBACK_UPSTREAMS=true`.
+//! `TEST_FAIL_SETTLE=N`, `METERING=off`, `ALLOW_LOOPBACK_UPSTREAMS=true`,
+//! `TEST_FAIL_CAPTURE=<member id | *>` (that member's capture body writes fail).
 //!
 //! The bindings `KEYS`, `CONFIG` (KV) and `LEDGER` (D1) are checked at the same time. A
 //! bad value or a missing binding is a deployment mistake, never silently a default.
@@ -142,6 +143,9 @@ pub struct TestHooks {
     pub metering_off: bool,
     /// Upstreams on loopback (the mock upstream) are allowed.
     pub allow_loopback: bool,
+    /// Capture body writes to R2 fail for this member (`*`: for everyone); capture must
+    /// never change the response.
+    pub fail_capture: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -388,6 +392,9 @@ impl Config {
                 Some(v) => return Err(format!("METERING must be on or off, got {v:?}")),
             },
             allow_loopback: flag("ALLOW_LOOPBACK_UPSTREAMS")?,
+            fail_capture: get("TEST_FAIL_CAPTURE")
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty()),
         };
         if hooks != TestHooks::default()
             && !matches!(environment.as_str(), "local" | "test" | "development")
@@ -398,6 +405,7 @@ impl Config {
                 ("TEST_FAIL_SETTLE", hooks.fail_settle > 0),
                 ("METERING", hooks.metering_off),
                 ("ALLOW_LOOPBACK_UPSTREAMS", hooks.allow_loopback),
+                ("TEST_FAIL_CAPTURE", hooks.fail_capture.is_some()),
             ]
             .iter()
             .filter(|(_, on)| *on)
@@ -569,6 +577,7 @@ mod tests {
             ("TEST_FAIL_SETTLE", "2"),
             ("METERING", "off"),
             ("ALLOW_LOOPBACK_UPSTREAMS", "true"),
+            ("TEST_FAIL_CAPTURE", "*"),
         ] {
             for env in [None, Some("production"), Some("staging")] {
                 let mut vars = vec![hook];

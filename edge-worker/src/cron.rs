@@ -8,7 +8,8 @@
 //! 2. the sweep: expired reservations are charged their reserved amount;
 //! 3. pending settlements are finished;
 //! 4. retention: old usage events, settled reservations, idempotency records, rate
-//!    windows and replay records are pruned.
+//!    windows and replay records are pruned; captured conversations older than the
+//!    catalogue's `settings.capture.retention_days` are deleted (R2 bodies and D1 rows).
 //!
 //! Probe URLs pass the same SSRF check as every other upstream URL.
 
@@ -31,6 +32,9 @@ pub const PROBE_TIMEOUT_MS: u64 = 10_000;
 
 /// Rows each table may lose per run (bounded work per cron invocation).
 const PRUNE_LIMIT: u64 = 5_000;
+
+/// Conversations capture retention may delete per run.
+const CAPTURE_PRUNE_LIMIT: u64 = 500;
 
 /// The outcome of one probe.
 #[derive(Debug, Clone)]
@@ -79,6 +83,15 @@ pub async fn run(env: &Env) {
     match ledger::sweep::prune(&db, now, config.usage_retention_days, PRUNE_LIMIT).await {
         Ok(p) => log_event("ledger pruned", json!({ "pruned": p })),
         Err(e) => log_error("ledger pruning failed", json!({ "error": e.to_string() })),
+    }
+    // Capture retention (`settings.capture.retention_days` of the catalogue).
+    if let Ok(catalogue) = catalogue::load(env, 0).await {
+        let days = catalogue.settings().capture.retention_days;
+        match crate::capture::review::prune(env, &db, now, days, CAPTURE_PRUNE_LIMIT).await {
+            Ok(n) if n > 0 => log_event("captures pruned", json!({ "captures": n })),
+            Ok(_) => {}
+            Err(_) => log_error("capture retention failed", json!({})),
+        }
     }
 }
 

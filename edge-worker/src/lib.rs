@@ -1,7 +1,8 @@
 //! Tollbooth edge worker: the data plane, compiled to wasm and run by workerd.
 //!
 //! Bindings: KV `KEYS` (key and member records), KV `CONFIG` (catalogue snapshots), D1
-//! `LEDGER` (wallets, allowances, usage). The worker is the only writer of all three.
+//! `LEDGER` (wallets, allowances, usage, the capture index), R2 `CAPTURES` (capture
+//! bodies). The worker is the only writer of all of them.
 //! Handlers never panic: on Workers a panic kills the isolate.
 //!
 //! Every request goes through [`middleware::handle`] and the one route table
@@ -10,6 +11,7 @@
 
 mod auth;
 mod breakers;
+mod capture;
 mod catalogue;
 mod config;
 mod context;

@@ -405,6 +405,8 @@ pub async fn key_record<S: ItemStore>(
         rpm: None,
         tpm: None,
         capture: false,
+        app_id: None,
+        byok: false,
         name: Some(key.name.clone()),
         version: 0,
     })

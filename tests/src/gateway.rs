@@ -94,6 +94,8 @@ impl Gateway {
             rpm: None,
             tpm: None,
             capture: false,
+            app_id: None,
+            byok: false,
             name: None,
             version: 1,
         };

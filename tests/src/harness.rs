@@ -574,7 +574,8 @@ fn wrangler_config(root: &Path, shim: &Path, opts: &WorkerOptions) -> String {
          [[kv_namespaces]]\nbinding = \"KEYS\"\nid = \"tollbooth-keys\"\n\n\
          [[kv_namespaces]]\nbinding = \"CONFIG\"\nid = \"tollbooth-config\"\n\n\
          [[d1_databases]]\nbinding = \"LEDGER\"\ndatabase_name = \"tollbooth-ledger\"\n\
-         database_id = \"00000000-0000-0000-0000-000000000000\"\nmigrations_dir = {}\n\n[vars]\n",
+         database_id = \"00000000-0000-0000-0000-000000000000\"\nmigrations_dir = {}\n\n\
+         [[r2_buckets]]\nbinding = \"CAPTURES\"\nbucket_name = \"tollbooth-captures\"\n\n[vars]\n",
         toml_str(&shim.display().to_string()),
         toml_str(&root.join("migrations").display().to_string()),
     );

@@ -229,6 +229,8 @@ async fn test_keys_members_and_catalogue_through_internal_api() {
         rpm: Some(5),
         tpm: None,
         capture: false,
+        app_id: None,
+        byok: false,
         name: Some("laptop".into()),
         version: 0,
     };
@@ -343,6 +345,8 @@ async fn test_versioned_records_and_revocation_tombstone() {
         rpm: None,
         tpm: None,
         capture: false,
+        app_id: None,
+        byok: false,
         name: None,
         version,
     };
@@ -539,6 +543,8 @@ impl Gateway {
             rpm,
             tpm,
             capture: false,
+            app_id: None,
+            byok: false,
             name: None,
             version: 0,
         };

@@ -28,6 +28,8 @@ fn record(key: &ApiKey, role: KeyRole) -> KeyRecord {
         rpm: None,
         tpm: None,
         capture: false,
+        app_id: None,
+        byok: false,
         name: None,
         version: 0,
     }

@@ -36,7 +36,7 @@ use crate::config::Config;
 use crate::context::{EdgeError, LogMode, ReqCtx};
 use crate::middleware::{json_response, Call};
 use crate::pipeline::attempts::{self, Attempt, Verdict};
-use crate::pipeline::capture::CaptureRequest;
+use crate::pipeline::capture;
 use crate::pipeline::ingress::{parse_chat_with, ChatJob, IngressFacts};
 use crate::pipeline::metering::{self, Finish, Meter, Settlement};
 use crate::pipeline::stream::{self, SseSink, UpstreamStream};
@@ -166,12 +166,13 @@ pub async fn prepare(
         },
     )
     .await?;
-    if key.capture || plan.is_some_and(|p| p.capture) {
-        settlement.set_capture(Some(CaptureRequest {
-            request: job.hub.clone(),
-            app_id: None,
-        }));
-    }
+    settlement.set_capture(capture::decide(
+        key,
+        catalogue,
+        &job.hub,
+        job.ingress.endpoint(),
+        &job.client_model,
+    ));
     let mode = resolved
         .model
         .and_then(|m| m.stream_mode)

@@ -293,7 +293,12 @@ async fn route(
                 .map_err(&unavailable)?;
             ok(json!({ "charged": charged, "pending_finished": finished, "pruned": pruned }))
         }
-        _ => Err(not_found("Unknown internal route.")),
+        _ => {
+            match crate::capture::review::route(method, segs, url, body, env, db, real_now).await {
+                Some(r) => r,
+                None => Err(not_found("Unknown internal route.")),
+            }
+        }
     }
 }
 
@@ -382,6 +387,8 @@ async fn revoke_key(
             rpm: None,
             tpm: None,
             capture: false,
+            app_id: None,
+            byok: false,
             name: None,
             version: 0,
         });

@@ -10,6 +10,21 @@
 //! nor do cookies or `cf-*`/`x-forwarded-*` headers; only an allow-list of protocol
 //! headers is forwarded. A `key` query parameter is dropped: keys never travel in URLs.
 //!
+//! **Bring your own key** (opt-in per key, `KeyRecord::byok`): the caller authenticates
+//! with its Tollbooth key in `x-tollbooth-key` and sends its own provider key in the
+//! usual header (`Authorization: Bearer`, `x-api-key`, `x-goog-api-key`, or Google's
+//! `?key=`). The auth style comes from the path and host
+//! (`tollbooth_core::capture::passthrough::byok_kind`: `/anthropic/` or `/v1/messages` →
+//! `x-api-key`, a `*.googleapis.com` host → `x-goog-api-key`, else Bearer). The provider
+//! key is forwarded in that one header and never stored or logged. The same allow-list
+//! and SSRF checks apply; each call is admitted and settled as one request (price zero:
+//! the caller pays the provider) so plan request allowances and rate limits count it.
+//!
+//! **Capture**: BYOK calls follow the key/plan/app opt-in; operator calls are captured
+//! when the domain is in the catalogue's `settings.capture.passthrough_domains`. The
+//! answer is teed while it streams to the caller and written after it ends, in
+//! `ctx.wait_until` (docs/training-data.md).
+//!
 //! Config: `PASSTHROUGH_DOMAINS` — a JSON object `{"api.openai.com": "bearer", ...}` or a
 //! list `api.openai.com=bearer,api.anthropic.com=x-api-key`; styles are `bearer`,
 //! `x-api-key`, `google` (`x-goog-api-key`) and `api-key` (Azure). Unset = the defaults
@@ -18,7 +33,15 @@
 
 use std::rc::Rc;
 
-use tollbooth_core::catalogue::AuthStyle;
+use futures_channel::mpsc::unbounded;
+use futures_util::StreamExt;
+use tollbooth_core::billing::{Ending, Observed, Price, ReservationEstimate};
+use tollbooth_core::capture::passthrough::{
+    auth_style, byok_kind, request_model, request_value, response_value,
+};
+use tollbooth_core::capture::settings::passthrough_captured;
+use tollbooth_core::capture::{capture_enabled, CaptureSettings};
+use tollbooth_core::catalogue::{AuthStyle, ProviderKind};
 use tollbooth_core::error::GatewayError;
 use tollbooth_core::keyrecord::{KeyRecord, KeyRole};
 use tollbooth_core::provider::credential_header;
@@ -30,10 +53,11 @@ use worker::{
 use crate::auth::{authenticate, KvKeyStore};
 use crate::catalogue;
 use crate::config::{domain_key, Config};
-use crate::context::EdgeError;
+use crate::context::{EdgeError, ReqCtx};
 use crate::middleware::Call;
+use crate::pipeline::metering::{self, Finish, Meter};
 use crate::protect;
-use crate::util::clock_ms;
+use crate::util::{clock_ms, now_ms};
 
 /// Request headers forwarded upstream; everything else stays at the gateway.
 const FORWARD_REQUEST_HEADERS: &[&str] = &[
@@ -209,30 +233,173 @@ async fn credential_for(
     })
 }
 
+/// The BYOK header carrying the caller's Tollbooth key.
+pub const BYOK_HEADER: &str = "x-tollbooth-key";
+
+/// Authenticates a BYOK caller by its `x-tollbooth-key` (the shared key checks) and
+/// requires the key's `byok` permission.
+async fn authenticate_byok(
+    tollbooth_key: &str,
+    env: &Env,
+    config: &Config,
+) -> Result<Rc<KeyRecord>, GatewayError> {
+    let store = KvKeyStore::new(env, config.key_cache_ttl_ms);
+    let internal = |_| GatewayError::internal("could not read the credentials");
+    let headers = Headers::new();
+    headers
+        .set("authorization", &format!("Bearer {}", tollbooth_key.trim()))
+        .map_err(internal)?;
+    let mut init = RequestInit::new();
+    init.with_headers(headers);
+    let auth_req =
+        Request::new_with_init("https://tollbooth.internal/auth", &init).map_err(internal)?;
+    let record = authenticate(&auth_req, &store).await?;
+    if !record.byok {
+        return Err(GatewayError::permission_denied(
+            "This key may not use bring-your-own-key pass-through.",
+            "byok_not_allowed",
+        ));
+    }
+    Ok(record)
+}
+
+/// The caller's own provider key: the header of its protocol first, then any of the
+/// usual ones (and Google's `?key=`).
+fn provider_key(req: &Request, query: Option<&str>, style: AuthStyle) -> Option<String> {
+    let h = |name: &str| {
+        req.headers()
+            .get(name)
+            .ok()
+            .flatten()
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    };
+    let bearer = || {
+        h("authorization").and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+                .map(|s| s.trim().to_owned())
+        })
+    };
+    let query_key = || {
+        query.and_then(|q| {
+            q.split('&').find_map(|kv| {
+                let (k, v) = kv.split_once('=')?;
+                (k == "key" && !v.is_empty()).then(|| v.to_owned())
+            })
+        })
+    };
+    match style {
+        AuthStyle::XApiKey => h("x-api-key").or_else(bearer),
+        AuthStyle::Google => h("x-goog-api-key").or_else(query_key).or_else(bearer),
+        AuthStyle::Bearer | AuthStyle::ApiKey => bearer().or_else(|| h("x-api-key")),
+    }
+}
+
+/// What a captured pass-through call carries to its write after the stream ends.
+struct PassCapture {
+    kind: ProviderKind,
+    api_path: String,
+    request_body: Vec<u8>,
+    key: Rc<KeyRecord>,
+    settings: CaptureSettings,
+    domain: String,
+}
+
 /// `/{domain}/{api_path}` (after the optional path prefix): see the module docs.
 pub async fn passthrough_handler(call: Call<'_>) -> Result<Response, EdgeError> {
     let Call {
         rc,
         req,
         env,
+        ctx,
         config,
         path,
-        ..
     } = call;
-    let key = authenticate_operator(req, env, config).await?;
+    let byok_key = req.headers().get(BYOK_HEADER).ok().flatten();
+    let key = match &byok_key {
+        Some(k) => authenticate_byok(k, env, config).await?,
+        None => authenticate_operator(req, env, config).await?,
+    };
+    let byok = byok_key.is_some();
     rc.key_public_id = Some(key.public_id.clone());
-    rc.operator = true;
+    rc.operator = key.role == KeyRole::Operator;
     let url = req
         .url()
         .map_err(|_| GatewayError::invalid_request("bad request URL"))?;
-    let (target, target_str, style) = target_url(path, url.query(), config)?;
-    rc.deployment = Some(format!("passthrough/{}", domain_key(&target)));
-    let secret = credential_for(env, config, &target).await?;
+    let (target, target_str, configured_style) = target_url(path, url.query(), config)?;
+    let domain = domain_key(&target);
+    rc.deployment = Some(format!("passthrough/{domain}"));
+    let api_path = target_str
+        .splitn(4, '/')
+        .nth(3)
+        .map(|p| format!("/{p}"))
+        .unwrap_or_else(|| "/".into());
+    let kind = byok_kind(&api_path, &domain);
+    let (style, secret) = if byok {
+        let style = auth_style(kind);
+        let secret = provider_key(req, url.query(), style).ok_or_else(|| {
+            GatewayError::authentication(
+                "Bring-your-own-key: send your provider key (Authorization, x-api-key or x-goog-api-key) beside x-tollbooth-key.",
+                "provider_key_required",
+            )
+        })?;
+        (style, secret)
+    } else {
+        (
+            configured_style,
+            credential_for(env, config, &target).await?,
+        )
+    };
+    let catalogue = catalogue::load(env, config.catalogue_ttl_ms).await.ok();
+    let settings = catalogue
+        .as_ref()
+        .map(|c| c.settings().capture.clone())
+        .unwrap_or_default();
+    let plan = catalogue.as_ref().and_then(|c| c.plan(&key.plan_id));
+    let captured = if byok {
+        capture_enabled(
+            key.capture,
+            plan.is_some_and(|p| p.capture),
+            key.app_id.as_deref(),
+            &settings,
+        ) || passthrough_captured(&domain, &settings)
+    } else {
+        passthrough_captured(&domain, &settings)
+    };
 
     let method = req.method();
     let body = match method {
         Method::Get | Method::Head => Vec::new(),
         _ => protect::read_body_limited(req, config.max_body_bytes).await?,
+    };
+    // BYOK calls are metered as requests: admitted before anything is sent.
+    let settlement = if byok {
+        let model = format!("byok/{domain}");
+        let zero = ReservationEstimate {
+            input_tokens: 0,
+            output_tokens: 0,
+        };
+        Some(
+            metering::admit(
+                env,
+                ctx,
+                config,
+                &Meter {
+                    request_id: &rc.id,
+                    key: &key,
+                    plan,
+                    model: &model,
+                    price: Price::default(),
+                    estimate: zero,
+                    worst: zero,
+                    now_s: rc.now_s,
+                },
+            )
+            .await?,
+        )
+    } else {
+        None
     };
     let internal = |_| GatewayError::internal("could not build the upstream request");
     let headers = Headers::new();
@@ -258,10 +425,7 @@ pub async fn passthrough_handler(call: Call<'_>) -> Result<Response, EdgeError> 
     rc.upstream_ms += clock_ms() - t0;
     let mut upstream = sent.map_err(|_| GatewayError::Upstream {
         status: 0,
-        message: format!(
-            "Could not reach the pass-through target `{}`.",
-            domain_key(&target)
-        ),
+        message: format!("Could not reach the pass-through target `{domain}`."),
     })?;
     let status = upstream.status_code();
     if (300..400).contains(&status) {
@@ -272,6 +436,24 @@ pub async fn passthrough_handler(call: Call<'_>) -> Result<Response, EdgeError> 
             ),
         }
         .into());
+    }
+    if let Some(s) = settlement {
+        let ending = if (200..300).contains(&status) {
+            Ending::Completed
+        } else {
+            Ending::FailedBeforeOutput
+        };
+        s.finish(Finish {
+            observed: Observed {
+                ending,
+                usage: None,
+                output_chars: 0,
+                output_tokens_est: 0,
+            },
+            deployment: Some(format!("passthrough/{domain}")),
+            ttft_ms: None,
+            response: None,
+        });
     }
 
     let out_headers = Headers::new();
@@ -286,15 +468,152 @@ pub async fn passthrough_handler(call: Call<'_>) -> Result<Response, EdgeError> 
         }
     }
     out_headers
-        .set("x-tollbooth-passthrough", &domain_key(&target))
+        .set("x-tollbooth-passthrough", &domain)
         .map_err(internal)?;
-    let resp = match upstream.body() {
-        ResponseBody::Stream(_) => {
+    let capture = (captured && !body.is_empty()).then(|| PassCapture {
+        kind,
+        api_path,
+        request_body: body,
+        key: key.clone(),
+        settings,
+        domain: domain.clone(),
+    });
+    // The body's shape, read before the stream is taken.
+    let whole: Option<Option<Vec<u8>>> = match upstream.body() {
+        ResponseBody::Stream(_) => None,
+        ResponseBody::Body(b) => Some(Some(b.clone())),
+        ResponseBody::Empty => Some(None),
+    };
+    let resp = match (whole, capture) {
+        (None, Some(cap)) => {
+            let sse = upstream
+                .headers()
+                .get("content-type")
+                .ok()
+                .flatten()
+                .is_some_and(|c| c.contains("text/event-stream"));
+            let mut stream = upstream.stream().map_err(internal)?;
+            let (tx, rx) = unbounded::<Result<Vec<u8>, worker::Error>>();
+            let resp = Response::from_stream(rx).map_err(internal)?;
+            let env = env.clone();
+            let config = config.clone();
+            let ids = CaptureIds::from(rc, status);
+            ctx.wait_until(async move {
+                let mut buf = Vec::new();
+                let bound =
+                    usize::try_from(cap.settings.max_bytes.saturating_mul(4)).unwrap_or(usize::MAX);
+                let mut complete = true;
+                while let Some(chunk) = stream.next().await {
+                    match chunk {
+                        Ok(bytes) => {
+                            if buf.len() < bound {
+                                buf.extend_from_slice(&bytes);
+                            }
+                            // A gone client does not stop the capture of the answer.
+                            let _ = tx.unbounded_send(Ok(bytes));
+                        }
+                        Err(e) => {
+                            complete = false;
+                            let _ = tx.unbounded_send(Err(e));
+                            break;
+                        }
+                    }
+                }
+                drop(tx);
+                write_capture(&env, &config, cap, ids, sse, &buf, complete).await;
+            });
+            resp
+        }
+        (None, None) => {
             let stream = upstream.stream().map_err(internal)?;
             Response::from_stream(stream).map_err(internal)?
         }
-        ResponseBody::Body(b) => Response::from_bytes(b.clone()).map_err(internal)?,
-        ResponseBody::Empty => Response::empty().map_err(internal)?,
+        (Some(Some(bytes)), cap) => {
+            if let Some(cap) = cap {
+                let env = env.clone();
+                let config = config.clone();
+                let ids = CaptureIds::from(rc, status);
+                let body = bytes.clone();
+                ctx.wait_until(async move {
+                    write_capture(&env, &config, cap, ids, false, &body, true).await;
+                });
+            }
+            Response::from_bytes(bytes).map_err(internal)?
+        }
+        (Some(None), _) => Response::empty().map_err(internal)?,
     };
     Ok(resp.with_status(status).with_headers(out_headers))
+}
+
+/// The request's ids and clock, copied before the handler returns.
+struct CaptureIds {
+    request_id: String,
+    status: u16,
+    now_s: u64,
+    started_ms: u64,
+}
+
+impl CaptureIds {
+    fn from(rc: &ReqCtx, status: u16) -> Self {
+        CaptureIds {
+            request_id: rc.id.clone(),
+            status,
+            now_s: rc.now_s,
+            started_ms: now_ms(),
+        }
+    }
+}
+
+async fn write_capture(
+    env: &Env,
+    config: &Config,
+    cap: PassCapture,
+    ids: CaptureIds,
+    sse: bool,
+    answer: &[u8],
+    complete: bool,
+) {
+    let Some(request) = request_value(cap.kind, &cap.api_path, &cap.request_body) else {
+        return;
+    };
+    let model = request_model(cap.kind, &cap.api_path, &request);
+    let response = response_value(cap.kind, sse, answer, &ids.request_id, ids.now_s, &model);
+    let usage = response
+        .as_ref()
+        .and_then(|r| r.get("usage"))
+        .map(|u| {
+            let n = |k: &str| u.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0);
+            (n("prompt_tokens"), n("completion_tokens"))
+        })
+        .unwrap_or((0, 0));
+    let status = match (complete, (200..300).contains(&ids.status)) {
+        (true, true) => "ok".to_owned(),
+        (false, _) => "upstream_error".to_owned(),
+        (true, false) => format!("http_{}", ids.status),
+    };
+    let latency = now_ms().saturating_sub(ids.started_ms);
+    let served = format!("passthrough/{}", cap.domain);
+    crate::capture::store::write(
+        env,
+        config,
+        crate::capture::store::Input {
+            request_id: &ids.request_id,
+            member_id: &cap.key.member_id,
+            key_id: &cap.key.public_id,
+            app_id: cap.key.app_id.as_deref(),
+            ingress: "passthrough",
+            model: &model,
+            served: Some(&served),
+            status,
+            input_tokens: usage.0,
+            output_tokens: usage.1,
+            cost_micros: 0,
+            latency_ms: latency,
+            finished_at: ids.now_s.saturating_add(latency / 1000),
+            request,
+            response,
+            settings: &cap.settings,
+        },
+    )
+    .await;
 }

@@ -188,6 +188,8 @@ mod tests {
             rpm: Some(3),
             tpm: None,
             capture: false,
+            app_id: None,
+            byok: false,
             name: None,
             version: 0,
         };

@@ -312,19 +312,22 @@ async fn settle_open(open: Open, fin: Finish) {
             if let Some(c) = &open.capture {
                 capture::offer(
                     &open.env,
+                    &open.config,
                     &Exchange {
                         request_id: &adm.request_id,
                         member_id: &adm.member_id,
                         key_id: &adm.key_id,
-                        app_id: c.app_id.as_deref(),
-                        request: &c.request,
+                        capture: c,
                         response: fin.response.as_deref(),
                         usage: outcome.observed.usage,
                         cost_micros,
                         status: outcome.observed.ending.as_str(),
                         latency_ms: outcome.latency_ms,
+                        deployment: outcome.deployment.as_deref(),
+                        finished_at: now,
                     },
-                );
+                )
+                .await;
             }
         }
         Ok(SettleResult::AlreadySettled) => {}
@@ -333,6 +336,9 @@ async fn settle_open(open: Open, fin: Finish) {
                 "ledger settlement failed; stored as pending",
                 serde_json::json!({ "request_id": adm.request_id, "error": error }),
             );
+            if open.capture.is_some() {
+                capture::dropped(&adm.request_id);
+            }
             let pending = ledger::pending::Pending {
                 admission: open.admission.clone(),
                 outcome,
