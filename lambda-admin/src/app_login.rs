@@ -91,7 +91,7 @@ async fn app_request<S: ItemStore>(
             ..ApiError::bad_request("unknown app_id")
         })?;
     // Exact match only: a prefix match would let `https://app.example.com.evil.io` in.
-    if !app.callback_urls.iter().any(|u| *u == redirect_uri) {
+    if !app.callback_urls.contains(&redirect_uri) {
         return Err(ApiError {
             param: Some("redirect_uri".into()),
             ..ApiError::bad_request("redirect_uri is not registered for this app")

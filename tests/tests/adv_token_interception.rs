@@ -174,7 +174,8 @@ async fn test_an_intercepted_token_is_worthless() {
 
     // Each missing piece alone is enough to refuse.
     let wrong_verifier = "z".repeat(60);
-    let cases: Vec<(&str, Box<dyn Fn(&str) -> Vec<(&'static str, String)>>)> = vec![
+    type Query<'a> = Box<dyn Fn(&str) -> Vec<(&'static str, String)> + 'a>;
+    let cases: Vec<(&str, Query)> = vec![
         (
             "another app's secret",
             Box::new(|t: &str| flow.full(t, &other_secret)),

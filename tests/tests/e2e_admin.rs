@@ -408,53 +408,51 @@ async fn test_app_login_flow_end_to_end() {
     assert_eq!(bad.status(), 400);
 
     // The page (with its CSRF token and cookie), then the form post.
-    let login = |action: &'static str| {
-        let authz = authz;
-        async move {
-            let page = env
-                .http
-                .get(format!("{base}/authorization"))
-                .query(&authz)
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(page.status(), 200);
-            assert!(page.headers()["content-type"]
-                .to_str()
-                .unwrap()
-                .starts_with("text/html"));
-            let cookie = page.headers()["set-cookie"]
-                .to_str()
-                .unwrap()
-                .split(';')
-                .next()
-                .unwrap()
-                .to_owned();
-            let html = page.text().await.unwrap();
-            let csrf = html
-                .split("name=\"csrf\" value=\"")
-                .nth(1)
-                .unwrap()
-                .split('"')
-                .next()
-                .unwrap()
-                .to_owned();
-            let mut form: Vec<(&str, String)> =
-                authz.iter().map(|(k, v)| (*k, v.to_string())).collect();
-            form.extend([
-                ("csrf", csrf),
-                ("email", "app-user@example.com".into()),
-                ("password", PW.into()),
-                ("action", action.into()),
-            ]);
-            env.http
-                .post(format!("{base}/authorization"))
-                .header("cookie", cookie)
-                .form(&form)
-                .send()
-                .await
-                .unwrap()
-        }
+    let env = &env;
+    let login = |action: &'static str| async move {
+        let page = env
+            .http
+            .get(format!("{base}/authorization"))
+            .query(&authz)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(page.status(), 200);
+        assert!(page.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html"));
+        let cookie = page.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .to_owned();
+        let html = page.text().await.unwrap();
+        let csrf = html
+            .split("name=\"csrf\" value=\"")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap()
+            .to_owned();
+        let mut form: Vec<(&str, String)> =
+            authz.iter().map(|(k, v)| (*k, v.to_string())).collect();
+        form.extend([
+            ("csrf", csrf),
+            ("email", "app-user@example.com".into()),
+            ("password", PW.into()),
+            ("action", action.into()),
+        ]);
+        env.http
+            .post(format!("{base}/authorization"))
+            .header("cookie", cookie)
+            .form(&form)
+            .send()
+            .await
+            .unwrap()
     };
     let exchange = |token: String| {
         let secret = secret.clone();
