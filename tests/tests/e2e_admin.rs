@@ -776,6 +776,8 @@ async fn test_providers_pull_models_and_publish() {
         .await;
     let first = models["data"][0].clone();
     assert_eq!(first["enabled"], false);
+    // Members see `owned_by`: a pulled model never names the provider.
+    assert!(first.get("owned_by").is_none_or(Value::is_null), "{first}");
     let name = first["name"].as_str().unwrap().to_owned();
     let mut enabled = first.clone();
     let obj = enabled.as_object_mut().unwrap();
@@ -783,6 +785,18 @@ async fn test_providers_pull_models_and_publish() {
     obj.remove("removed");
     obj.insert("enabled".into(), json!(true));
     obj.insert("aliases".into(), json!(["writer"]));
+    // Enabling a pulled model needs a price (or `free: true`): the edge would refuse it.
+    let (s, b) = env
+        .req(
+            "PUT",
+            &format!("/api/admin/models/{name}"),
+            Some(&admin),
+            Some(enabled.clone()),
+        )
+        .await;
+    assert_eq!(s, 400, "{b}");
+    assert_eq!(b["error"]["param"], "price");
+    enabled["price"] = json!({"input_per_mtok": 250_000, "output_per_mtok": 1_250_000});
     let (s, b) = env
         .req(
             "PUT",
