@@ -15,13 +15,17 @@ async fn test_toggling_free_plans_never_refills_the_allowance() {
     st.catalogue().await;
     // Two small free plans (a few requests each) and a paid one.
     for (id, amount) in [("free", 60), ("student", 60)] {
-        st.plan(json!({"id": id, "name": id, "period": "month", "allowance_amount": amount,
-                       "allowance_unit": "tokens"}))
-            .await;
-    }
-    st.plan(json!({"id": "pro", "name": "Pro", "period": "month", "price_micros": 9_000_000,
-                   "allowance_amount": 60, "allowance_unit": "tokens"}))
+        st.plan(
+            json!({"id": id, "name": id, "period": "month", "allowance_amount": amount,
+                       "allowance_unit": "tokens"}),
+        )
         .await;
+    }
+    st.plan(
+        json!({"id": "pro", "name": "Pro", "period": "month", "price_micros": 9_000_000,
+                   "allowance_amount": 60, "allowance_unit": "tokens"}),
+    )
+    .await;
     let c = &st.client;
     let (token, member) = c.signup("toggler@example.com").await;
     let subscribe = |plan: &'static str| {
@@ -63,14 +67,21 @@ async fn test_toggling_free_plans_never_refills_the_allowance() {
     for plan in ["student", "free", "student", "free"] {
         subscribe(plan).await;
         let (s, b) = st.chat(&key, "writer").await;
-        assert_eq!(s, status, "after switching to {plan} the member was served: {b}");
+        assert_eq!(
+            s, status,
+            "after switching to {plan} the member was served: {b}"
+        );
         assert_balanced(&st.sync, &member).await;
     }
     let periods = st.sync.audit(&member).await.unwrap().body["allowances"]
         .as_array()
         .cloned()
         .unwrap_or_default();
-    assert_eq!(periods.len(), 1, "one period, not one per switch: {periods:?}");
+    assert_eq!(
+        periods.len(),
+        1,
+        "one period, not one per switch: {periods:?}"
+    );
 
     // An admin's move to the paid plan (as a payment would) starts a paid period; going
     // back to free inside it keeps the paid period's row: no fresh free allowance.
