@@ -247,10 +247,19 @@ async fn health_handler<S: HealthStore>(store: &S) -> Response<Body> {
             &json!({"status": "ok", "service": "tollbooth-admin",
                     "version": env!("CARGO_PKG_VERSION"), "table_status": table_status}),
         ),
-        Err(e) => json_response(
-            503,
-            &json!({"status": "degraded", "service": "tollbooth-admin", "error": e.to_string()}),
-        ),
+        Err(e) => {
+            // The SDK's error context can name the account, role or table: logged, not
+            // shown to an unauthenticated caller.
+            eprintln!(
+                "{}",
+                json!({"msg": "health: store unavailable", "plane": "admin", "error": e.to_string()})
+            );
+            json_response(
+                503,
+                &json!({"status": "degraded", "service": "tollbooth-admin",
+                        "error": "the store is unavailable"}),
+            )
+        }
     }
 }
 
