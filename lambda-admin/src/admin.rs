@@ -1024,16 +1024,26 @@ async fn save_provider<S: ItemStore, E>(
                 format!("header {name:?} needs a token name and a 1-4096 character value"),
             ));
         }
-        // Values are shown masked; sending a masked value back keeps the stored one.
-        let prev = old.as_ref().and_then(|o| o.sealed_headers.get(name));
-        let stored = match prev {
-            Some(p) if p.masked == *value => p.clone(),
+        // Values are shown masked; sending a masked value back keeps the stored one
+        // (sealed, or a plain value stored before headers were sealed).
+        let key = name.to_ascii_lowercase();
+        let prev = old.as_ref().and_then(|o| o.sealed_headers.get(&key));
+        let legacy = old
+            .as_ref()
+            .and_then(|o| o.headers.get(name).or_else(|| o.headers.get(&key)))
+            .filter(|plain| crypto::mask(plain) == *value);
+        let stored = match (prev, legacy) {
+            (Some(p), _) if p.masked == *value => p.clone(),
+            (_, Some(plain)) => StoredSecret {
+                sealed: crypto::seal(&st.master_key, plain)?,
+                masked: crypto::mask(plain),
+            },
             _ => StoredSecret {
                 sealed: crypto::seal(&st.master_key, value)?,
                 masked: crypto::mask(value),
             },
         };
-        sealed_headers.insert(name.to_ascii_lowercase(), stored);
+        sealed_headers.insert(key, stored);
     }
     let p = StoredProvider {
         id: pid.clone(),
