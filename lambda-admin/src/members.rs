@@ -482,19 +482,27 @@ pub async fn create_key<S: ItemStore, E: EdgeSync>(
         },
         revoked_at: None,
     };
-    let record = key_record(&st.store, &entity, now).await?;
-    let entries = outbox::entries(
-        &[calls::put_key(
+    // A versioned change of the member: the key's record is built from the subscription
+    // and version of this write, so a concurrent plan change (which lists the keys at
+    // its own version) cannot leave the new key with an older plan at the edge.
+    for _ in 0..CAS_TRIES {
+        let (mut m, before) = load_member(&st.store, member_id, now)
+            .await?
+            .ok_or_else(|| ApiError::not_found("member"))?;
+        m.version = before.saturating_add(1);
+        let sub: Option<Subscription> =
+            load(&st.store, &member_pk(member_id), SUBSCRIPTION, now).await?;
+        let record = key_record_for(&entity, sub.as_ref(), m.version, now);
+        let call = calls::put_key(
             &record,
             format!("key-put-{}-v{}-{now}", entity.public_id, record.version),
-        )],
-        now,
-    )?;
-    let mut items = vec![(entity.item()?, Put::IfAbsent)];
-    items.extend(outbox::items(&entries)?);
-    st.store.put_all(items).await?;
-    let edge = outbox::deliver(st, entries, now).await;
-    Ok((entity, full, edge))
+        );
+        let extra = vec![(entity.item()?, Put::IfAbsent)];
+        if let Some(edge) = commit_member(st, before, &m, extra, vec![call], now).await? {
+            return Ok((entity, full, edge));
+        }
+    }
+    Err(busy())
 }
 
 pub async fn revoke_key<S: ItemStore, E: EdgeSync>(
