@@ -408,14 +408,12 @@ impl ItemStore for DynamoStore {
                 .table_name(&self.table)
                 .set_key(Some(key(pk, sk)))
                 .update_expression(
-                    "SET #n = if_not_exists(#n, :zero) + :one, #t = if_not_exists(#t, :until), \
-                     #d = if_not_exists(#d, :empty)",
+                    "ADD #n :one SET #t = if_not_exists(#t, :until), #d = if_not_exists(#d, :empty)",
                 )
                 .condition_expression("attribute_not_exists(pk) OR (#t > :now AND #n < :limit)")
                 .expression_attribute_names("#n", "n")
                 .expression_attribute_names("#t", "ttl")
                 .expression_attribute_names("#d", "data")
-                .expression_attribute_values(":zero", n(0))
                 .expression_attribute_values(":one", n(1))
                 .expression_attribute_values(":until", n(fresh_until))
                 .expression_attribute_values(":now", n(now))
