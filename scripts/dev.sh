@@ -41,7 +41,7 @@ if [ "${TB_DEV_SKIP_BUILD:-0}" != 1 ]; then
   cargo build --bins --quiet
 fi
 BIN="$CARGO_TARGET_DIR/debug"
-for f in "$BIN/admin-api" "$BIN/mock-upstream" edge-worker/build/index.js; do
+for f in "$BIN/admin-api" "$BIN/jobs" "$BIN/mock-upstream" edge-worker/build/index.js; do
   [ -e "$f" ] || { echo "missing $f: run without TB_DEV_SKIP_BUILD" >&2; exit 1; }
 done
 
@@ -164,8 +164,13 @@ wait_tcp "$DYNAMO_PORT"
 start admin-api "$DATA/logs/admin.log" env LOCAL_HTTP_ADDR="127.0.0.1:$ADMIN_PORT" TABLE_NAME=tollbooth \
   CREATE_TABLE=1 AWS_ENDPOINT_URL_DYNAMODB="http://127.0.0.1:$DYNAMO_PORT" AWS_REGION=us-east-1 \
   AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local AWS_EC2_METADATA_DISABLED=true \
-  EDGE_ORIGIN="$base" "$BIN/admin-api"
+  ALLOW_LOOPBACK_UPSTREAMS=1 EDGE_ORIGIN="$base" "$BIN/admin-api"
 wait_http "$admin_url/health" admin-api "$DATA/logs/admin.log"
+# The scheduled job (EventBridge in AWS): the same handler on a 30 s timer.
+start jobs "$DATA/logs/jobs.log" env TABLE_NAME=tollbooth JOBS_INTERVAL_SECS=30 \
+  AWS_ENDPOINT_URL_DYNAMODB="http://127.0.0.1:$DYNAMO_PORT" AWS_REGION=us-east-1 \
+  AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local AWS_EC2_METADATA_DISABLED=true \
+  EDGE_ORIGIN="$base" "$BIN/jobs"
 wait_http "http://127.0.0.1:$MOCK_PORT/_mock/health" mock-upstream "$DATA/logs/mock.log"
 wait_http "$base/health" worker "$DATA/logs/worker.log"
 

@@ -79,7 +79,7 @@ pub async fn route<S: ItemStore, E: EdgeSync>(
                 .next()
                 .ok_or_else(|| ApiError::not_found("key"))?;
             let k: MemberKey = from_item(&item)?;
-            let edge = members::revoke_key(st, &k.member_id, pid).await?;
+            let edge = members::revoke_key(st, &k.member_id, pid, ctx.now).await?;
             audit(
                 st,
                 ctx,
@@ -195,6 +195,20 @@ pub async fn route<S: ItemStore, E: EdgeSync>(
             .await?;
             ok(json!({"data": orders}))
         }
+        // The scheduled job, at once (ops, tests); and what the edge has not acknowledged.
+        ("POST", ["jobs", "run"]) => {
+            let force = matches!(
+                ctx.query.get("force").map(String::as_str),
+                Some("1" | "true")
+            );
+            let report = crate::jobs::run(st, ctx.now, force).await?;
+            audit(st, ctx, a, "jobs.run", "jobs", Value::Null).await?;
+            ok(report)
+        }
+        ("GET", ["edge-outbox"]) => {
+            let entries = crate::outbox::pending(&st.store).await?;
+            ok(json!({"data": entries}))
+        }
         ("GET", ["summary"]) => ok(crate::summary::summary(&st.sync, &ctx.query, ctx.now).await?),
         ("GET", ["audit"]) => {
             let entries: Vec<Value> = load_all(
@@ -291,21 +305,24 @@ async fn login_handler<S: ItemStore, E>(
     let b: AdminLogin = ctx.json()?;
     let email = normalize_email(&b.email)
         .map_err(|_| ApiError::unauthorized("email or password is wrong"))?;
-    let lock = lock_pk(&format!("admin:{email}"));
-    let fails: LoginFailures = load(&st.store, &lock, ONE, ctx.now)
-        .await?
-        .unwrap_or_default();
-    if fails.locked_until > ctx.now {
-        return Err(ApiError::new(
-            429,
-            "rate_limit_error",
-            "account_locked",
-            "too many failed logins; try again later",
-        ));
-    }
     let admin: Option<Admin> = load(&st.store, &admin_pk(&email), ONE, ctx.now).await?;
-    match admin.filter(|a| crypto::verify_password(&b.password, &a.password_hash)) {
-        Some(a) => {
+    let account = admin.map(|a| {
+        let hash = a.password_hash.clone();
+        (a, hash)
+    });
+    let address = crate::login::client_address(ctx);
+    let a = crate::login::check(
+        st,
+        crate::login::Realm::Admin,
+        &email,
+        &address,
+        &b.password,
+        account,
+        ctx.now,
+    )
+    .await?;
+    {
+        {
             let sid = new_token()?;
             let (token, exp) = issue_session(st, &a.email, &sid, "admin", Some(a.role), ctx.now)?;
             let item = to_item(
@@ -319,28 +336,6 @@ async fn login_handler<S: ItemStore, E>(
             .ttl(exp);
             put(&st.store, item).await?;
             ok(json!({"token": token, "token_type": "Bearer", "expires_at": exp, "role": a.role}))
-        }
-        None => {
-            let count = fails.count.saturating_add(1);
-            let locked_until = if count >= st.policy.max_login_failures {
-                ctx.now + st.policy.lockout_secs
-            } else {
-                0
-            };
-            put(
-                &st.store,
-                to_item(
-                    lock,
-                    ONE,
-                    &LoginFailures {
-                        count,
-                        locked_until,
-                    },
-                )?
-                .ttl(ctx.now + st.policy.lockout_secs.max(3600)),
-            )
-            .await?;
-            Err(ApiError::unauthorized("email or password is wrong"))
         }
     }
 }
@@ -483,6 +478,9 @@ async fn view_member<S: ItemStore, E: EdgeSync>(
     ok(v)
 }
 
+/// Suspends or resumes a member: a versioned write of the member (a concurrent profile
+/// update cannot write the old status back) and the status push, at that version,
+/// through the outbox.
 async fn set_status<S: ItemStore, E: EdgeSync>(
     st: &AppState<S, E>,
     ctx: &Ctx,
@@ -490,9 +488,28 @@ async fn set_status<S: ItemStore, E: EdgeSync>(
     id: &str,
     status: MemberStatus,
 ) -> ApiResult<Response<Body>> {
-    let mut m = member_exists(st, ctx, id).await?;
-    m.status = status;
-    put(&st.store, m.item()?).await?;
+    member_exists(st, ctx, id).await?;
+    let mut done = None;
+    for _ in 0..members::CAS_TRIES {
+        let (mut m, before) = members::load_member(&st.store, id, ctx.now)
+            .await?
+            .ok_or_else(|| ApiError::not_found("member"))?;
+        m.status = status;
+        m.version = before.saturating_add(1);
+        let call = calls::member_status(
+            id,
+            status.as_str(),
+            m.version,
+            format!("status-{id}-v{}-{}", m.version, status.as_str()),
+        );
+        if let Some(edge) =
+            members::commit_member(st, before, &m, vec![], vec![call], ctx.now).await?
+        {
+            done = Some((m, edge));
+            break;
+        }
+    }
+    let (m, edge) = done.ok_or_else(members::busy)?;
     audit(
         st,
         ctx,
@@ -502,15 +519,6 @@ async fn set_status<S: ItemStore, E: EdgeSync>(
         Value::Null,
     )
     .await?;
-    let edge = push(
-        &st.sync,
-        vec![calls::member_status(
-            id,
-            status.as_str(),
-            format!("status-{id}-{}-{}", status.as_str(), ctx.now),
-        )],
-    )
-    .await;
     ok(json!({"member": m.public(), "edge": edge}))
 }
 
@@ -519,8 +527,16 @@ async fn set_status<S: ItemStore, E: EdgeSync>(
 struct CreditBody {
     amount_micros: i64,
     reason: String,
+    /// The client's idempotency key (or the `Idempotency-Key` header): a retried credit
+    /// with the same key is applied once.
+    #[serde(default)]
+    idempotency_key: Option<String>,
 }
 
+/// A wallet adjustment, idempotent by the client's key: the first request claims the
+/// key (conditional write); a retry with the same key and body answers the stored
+/// credit (and re-sends it, which the edge applies once by `credit_id`); the same key
+/// with a different body is a 409.
 async fn credit<S: ItemStore, E: EdgeSync>(
     st: &AppState<S, E>,
     ctx: &Ctx,
@@ -541,26 +557,77 @@ async fn credit<S: ItemStore, E: EdgeSync>(
             "a reason (1-500 characters) is required",
         ));
     }
+    let key = b
+        .idempotency_key
+        .clone()
+        .or_else(|| {
+            ctx.headers
+                .get("idempotency-key")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        })
+        .ok_or_else(|| {
+            ApiError::invalid(
+                "idempotency_key",
+                "an idempotency_key (or Idempotency-Key header) is required",
+            )
+        })?;
+    if key.len() < 8
+        || key.len() > 64
+        || !key
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_'))
+    {
+        return Err(ApiError::invalid(
+            "idempotency_key",
+            "idempotency_key must be 8-64 characters from [A-Za-z0-9_-]",
+        ));
+    }
     member_exists(st, ctx, id).await?;
-    let credit_id = format!("adm-{}", new_id()?);
+    let credit_id = format!("adm-{key}");
     let rec = json!({"credit_id": credit_id, "amount_micros": b.amount_micros, "reason": reason,
                      "admin": a.sub, "at": ctx.now});
-    put(
-        &st.store,
-        to_item(
-            member_pk(id),
-            format!("CREDIT#{:010}#{credit_id}", ctx.now),
-            &rec,
-        )?,
-    )
-    .await?;
-    audit(st, ctx, a, "wallet.adjust", id, rec.clone()).await?;
-    let edge = push(
-        &st.sync,
-        vec![calls::credit(id, &credit_id, b.amount_micros, reason)],
-    )
-    .await;
-    ok(json!({"credit": rec, "edge": edge}))
+    let claim_sk = format!("CREDITKEY#{credit_id}");
+    let call = calls::credit(id, &credit_id, b.amount_micros, reason);
+    let entries = crate::outbox::entries(std::slice::from_ref(&call), ctx.now)?;
+    let mut items = vec![
+        (
+            to_item(member_pk(id), claim_sk.clone(), &rec)?,
+            Put::IfAbsent,
+        ),
+        (
+            to_item(
+                member_pk(id),
+                format!("CREDIT#{:010}#{credit_id}", ctx.now),
+                &rec,
+            )?,
+            Put::IfAbsent,
+        ),
+    ];
+    items.extend(crate::outbox::items(&entries)?);
+    match st.store.put_all(items).await {
+        Ok(()) => {
+            audit(st, ctx, a, "wallet.adjust", id, rec.clone()).await?;
+            let edge = crate::outbox::deliver(st, entries, ctx.now).await;
+            ok(json!({"credit": rec, "edge": edge}))
+        }
+        Err(crate::store::StoreError::Conflict) => {
+            let stored: Value = load(&st.store, &member_pk(id), &claim_sk, ctx.now)
+                .await?
+                .ok_or_else(|| ApiError::conflict("the credit is being written; retry"))?;
+            let same = stored.get("amount_micros") == rec.get("amount_micros")
+                && stored.get("reason") == rec.get("reason");
+            if !same {
+                return Err(ApiError {
+                    param: Some("idempotency_key".into()),
+                    ..ApiError::conflict("idempotency_key was used for a different credit")
+                });
+            }
+            let edge = crate::outbox::send(st, vec![call], ctx.now).await?;
+            ok(json!({"credit": stored, "replayed": true, "edge": edge}))
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 #[derive(Deserialize)]
@@ -600,13 +667,11 @@ async fn admin_subscribe<S: ItemStore, E: EdgeSync>(
             ok(json!({"subscription": sub, "edge": edge}))
         }
         "expire" => {
-            let mut sub: Subscription = load(&st.store, &member_pk(id), SUBSCRIPTION, ctx.now)
+            let sub: Subscription = load(&st.store, &member_pk(id), SUBSCRIPTION, ctx.now)
                 .await?
                 .filter(|s: &Subscription| s.plan_id == plan.id)
                 .ok_or_else(|| ApiError::not_found("subscription to this plan"))?;
-            sub.status = "expired".into();
-            sub.expires_at = Some(ctx.now);
-            put(&st.store, to_item(member_pk(id), SUBSCRIPTION, &sub)?).await?;
+            let (sub, edge) = crate::jobs::expire_subscription(st, sub, ctx.now).await?;
             audit(
                 st,
                 ctx,
@@ -616,7 +681,6 @@ async fn admin_subscribe<S: ItemStore, E: EdgeSync>(
                 json!({"plan_id": plan.id}),
             )
             .await?;
-            let edge = push(&st.sync, members::key_pushes(st, id, ctx.now).await?).await;
             ok(json!({"subscription": sub, "edge": edge}))
         }
         _ => Err(ApiError::invalid(
@@ -767,6 +831,9 @@ pub fn valid_callback(url: &str) -> bool {
 struct NewApp {
     name: String,
     callback_urls: Vec<String>,
+    /// A public client (no secret kept): its token exchanges use PKCE only.
+    #[serde(default)]
+    public: bool,
 }
 
 async fn create_app<S: ItemStore, E>(
@@ -798,6 +865,7 @@ async fn create_app<S: ItemStore, E>(
         sealed_secret: crypto::seal(&st.master_key, &secret)?,
         callback_urls: b.callback_urls,
         created_at: ctx.now,
+        public: b.public,
     };
     st.store
         .put(
@@ -895,6 +963,14 @@ async fn save_provider<S: ItemStore, E>(
             "base_url must be an http(s) URL without query, fragment or userinfo",
         ));
     }
+    // The same destination check as the edge, and the name's DNS answers (a model pull
+    // from here sends the provider credential to this address).
+    crate::ssrf::check_saved(&b.base_url, st.policy.allow_loopback_upstreams)
+        .await
+        .map_err(|e| crate::ssrf::refused("base_url", &e))?;
+    if b.headers.len() > 20 {
+        return Err(ApiError::invalid("headers", "at most 20 custom headers"));
+    }
     let old = match id {
         Some(p) => Some(get_provider(st, ctx, p).await?),
         None => None,
@@ -935,14 +1011,50 @@ async fn save_provider<S: ItemStore, E>(
         };
         creds.push(stored);
     }
+    let mut sealed_headers = BTreeMap::new();
+    for (name, value) in &b.headers {
+        let valid_name = !name.is_empty()
+            && name.len() <= 100
+            && name
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_'));
+        if !valid_name || value.is_empty() || value.len() > 4096 || value.contains(['\r', '\n']) {
+            return Err(ApiError::invalid(
+                "headers",
+                format!("header {name:?} needs a token name and a 1-4096 character value"),
+            ));
+        }
+        // Values are shown masked; sending a masked value back keeps the stored one
+        // (sealed, or a plain value stored before headers were sealed).
+        let key = name.to_ascii_lowercase();
+        let prev = old.as_ref().and_then(|o| o.sealed_headers.get(&key));
+        let legacy = old
+            .as_ref()
+            .and_then(|o| o.headers.get(name).or_else(|| o.headers.get(&key)))
+            .filter(|plain| crypto::mask(plain) == *value);
+        let stored = match (prev, legacy) {
+            (Some(p), _) if p.masked == *value => p.clone(),
+            (_, Some(plain)) => StoredSecret {
+                sealed: crypto::seal(&st.master_key, plain)?,
+                masked: crypto::mask(plain),
+            },
+            _ => StoredSecret {
+                sealed: crypto::seal(&st.master_key, value)?,
+                masked: crypto::mask(value),
+            },
+        };
+        sealed_headers.insert(key, stored);
+    }
     let p = StoredProvider {
         id: pid.clone(),
         kind: b.kind,
         base_url: b.base_url.trim_end_matches('/').to_owned(),
         credentials: creds,
-        prefix_routing: b.prefix_routing.unwrap_or(true),
+        // Off unless the operator turns it on: a prefix route reaches any upstream model.
+        prefix_routing: b.prefix_routing.unwrap_or(false),
         enabled: b.enabled.unwrap_or(true),
-        headers: b.headers,
+        headers: BTreeMap::new(),
+        sealed_headers,
     };
     put_new_or_edit(
         &st.store,
@@ -987,15 +1099,13 @@ async fn pull_models<S: ItemStore, E>(
         .first()
         .map(|c| crypto::open(&st.master_key, &c.sealed))
         .transpose()?;
-    let client = reqwest::Client::builder()
-        .timeout(std::time::Duration::from_secs(20))
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .map_err(|_| ApiError::internal("http client"))?;
-    let url = match p.kind {
-        ProviderKind::Gemini => format!("{}/models", p.base_url),
-        _ => format!("{}/models", p.base_url),
-    };
+    let url = format!("{}/models", p.base_url);
+    // Checked again at pull time (DNS may answer differently than at save time); the
+    // client connects only to the addresses checked here and follows no redirect.
+    let dest = crate::ssrf::check(&url, st.policy.allow_loopback_upstreams)
+        .await
+        .map_err(|e| crate::ssrf::refused("base_url", &e))?;
+    let client = crate::ssrf::client_for(&dest, std::time::Duration::from_secs(20))?;
     let mut req = client.get(url);
     if let Some(secret) = &cred {
         req = match p.kind.default_auth() {
@@ -1071,7 +1181,8 @@ async fn pull_models<S: ItemStore, E>(
                         stream_mode: None,
                         price: Default::default(),
                         max_output_tokens: 16_384,
-                        owned_by: Some(p.id.clone()),
+                        // Members see `owned_by`: never the provider id.
+                        owned_by: None,
                         enabled: false,
                         free: false,
                     },
@@ -1156,6 +1267,7 @@ async fn save_model<S: ItemStore, E>(
             ));
         }
     }
+    check_priced(&model)?;
     let prev: Option<ModelEntry> = load(&st.store, &model_pk(n), ONE, ctx.now).await?;
     if name.is_some() && prev.is_none() {
         return Err(ApiError::not_found("model"));
@@ -1194,6 +1306,21 @@ async fn save_model<S: ItemStore, E>(
     }
 }
 
+/// The edge refuses an enabled model priced at zero unless it is marked `free`
+/// (403 `model_not_priced`): refuse it here first, naming the model.
+fn check_priced(m: &Model) -> ApiResult<()> {
+    if m.enabled && m.price.is_zero() && !m.free {
+        return Err(ApiError::invalid(
+            "price",
+            format!(
+                "model {:?} is enabled without a price: set a price or \"free\": true",
+                m.name
+            ),
+        ));
+    }
+    Ok(())
+}
+
 async fn settings<S: ItemStore, E>(st: &AppState<S, E>, now: u64) -> ApiResult<AdminSettings> {
     Ok(load(&st.store, SETTINGS_PK, ONE, now)
         .await?
@@ -1223,7 +1350,7 @@ pub async fn publish<S: ItemStore, E: EdgeSync>(st: &AppState<S, E>, now: u64) -
             base_url: p.base_url.clone(),
             credentials,
             auth: None,
-            headers: p.headers.clone(),
+            headers: p.open_headers(&st.master_key)?,
             query: BTreeMap::new(),
             prefix_routing: p.prefix_routing,
             default_price: None,
@@ -1240,6 +1367,9 @@ pub async fn publish<S: ItemStore, E: EdgeSync>(st: &AppState<S, E>, now: u64) -
         .and_then(|it| it.sk.trim_start_matches("V#").parse::<u64>().ok())
         .unwrap_or(0)
         + 1;
+    for m in models.iter().filter(|m| m.model.enabled && !m.removed) {
+        check_priced(&m.model)?;
+    }
     let snapshot = CatalogueSnapshot {
         version: format!("v{n}"),
         providers: out_providers,

@@ -14,7 +14,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::model::{self, Role};
 use crate::store::{HealthStore, ItemStore};
 use crate::sync::{EdgeSync, SyncCall};
-use crate::{admin, members};
+use crate::{admin, app_login, members};
 
 /// Tunable security policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,6 +23,11 @@ pub struct Policy {
     pub app_token_ttl_secs: u64,
     pub max_login_failures: u32,
     pub lockout_secs: u64,
+    /// Login attempts one client address may make per `lockout_secs` window, over all
+    /// accounts (members and admins together).
+    pub max_logins_per_address: u32,
+    /// Provider base URLs and model pulls may target loopback (tests, `make dev`).
+    pub allow_loopback_upstreams: bool,
 }
 
 impl Default for Policy {
@@ -32,6 +37,8 @@ impl Default for Policy {
             app_token_ttl_secs: 300,
             max_login_failures: 5,
             lockout_secs: 900,
+            max_logins_per_address: 100,
+            allow_loopback_upstreams: false,
         }
     }
 }
@@ -208,9 +215,9 @@ async fn route<S: ItemStore, E: EdgeSync>(
             "application/json",
             include_str!("../openapi.json").to_owned(),
         )),
-        ("GET", ["authorization"]) => members::authorization_page_handler(st, ctx).await,
-        ("POST", ["authorization"]) => members::authorization_submit_handler(st, ctx).await,
-        ("GET", ["v1", "verify-token"]) => members::verify_token_handler(st, ctx).await,
+        ("GET", ["authorization"]) => app_login::authorization_page_handler(st, ctx).await,
+        ("POST", ["authorization"]) => app_login::authorization_submit_handler(st, ctx).await,
+        ("GET", ["v1", "verify-token"]) => app_login::verify_token_handler(st, ctx).await,
         ("POST", ["api", "auth", "signup"]) => members::signup_handler(st, ctx).await,
         ("POST", ["api", "auth", "login"]) => members::login_handler(st, ctx).await,
         ("POST", ["api", "auth", "logout"]) => members::logout_handler(st, ctx).await,
@@ -240,10 +247,19 @@ async fn health_handler<S: HealthStore>(store: &S) -> Response<Body> {
             &json!({"status": "ok", "service": "tollbooth-admin",
                     "version": env!("CARGO_PKG_VERSION"), "table_status": table_status}),
         ),
-        Err(e) => json_response(
-            503,
-            &json!({"status": "degraded", "service": "tollbooth-admin", "error": e.to_string()}),
-        ),
+        Err(e) => {
+            // The SDK's error context can name the account, role or table: logged, not
+            // shown to an unauthenticated caller.
+            eprintln!(
+                "{}",
+                json!({"msg": "health: store unavailable", "plane": "admin", "error": e.to_string()})
+            );
+            json_response(
+                503,
+                &json!({"status": "degraded", "service": "tollbooth-admin",
+                        "error": "the store is unavailable"}),
+            )
+        }
     }
 }
 

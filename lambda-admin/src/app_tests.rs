@@ -634,7 +634,9 @@ async fn test_plans_subscriptions_and_pushes() {
         .unwrap();
     assert_eq!(profile.method, "PUT");
     assert_eq!(profile.body.as_ref().unwrap()["email"], "sub@example.com");
-    assert_eq!(profile.body.as_ref().unwrap()["status"], "active");
+    // Pushes the member can cause never carry a status (only the admin's do).
+    assert!(profile.body.as_ref().unwrap().get("status").is_none());
+    assert!(profile.body.as_ref().unwrap()["version"].as_u64().unwrap() > 0);
     // Keys were re-pushed with the plan.
     let key_put = calls
         .iter()
@@ -823,7 +825,55 @@ async fn test_suspend_resume_credit_and_audit() {
         NOW,
     )
     .await;
+    assert_eq!(r.status, 400, "a credit needs the client's idempotency key");
+    assert_eq!(r.body["error"]["param"], "idempotency_key");
+    let credit = json!({"amount_micros": 5_000_000, "reason": "goodwill",
+                        "idempotency_key": "credit-key-0001"});
+    let r = call(
+        &st,
+        "POST",
+        &format!("/api/admin/members/{member}/credits"),
+        Some(&admin),
+        Some(credit.clone()),
+        NOW,
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", r.text);
+    let credit_id = r.body["credit"]["credit_id"].as_str().unwrap().to_owned();
+    // A retry (timeout, double click) is the same credit, applied once at the edge.
+    let r = call(
+        &st,
+        "POST",
+        &format!("/api/admin/members/{member}/credits"),
+        Some(&admin),
+        Some(credit.clone()),
+        NOW + 3,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["replayed"], true);
+    assert_eq!(r.body["credit"]["credit_id"], credit_id.as_str());
+    let mut other = credit.clone();
+    other["amount_micros"] = json!(7);
+    let r = call(
+        &st,
+        "POST",
+        &format!("/api/admin/members/{member}/credits"),
+        Some(&admin),
+        Some(other),
+        NOW + 4,
+    )
+    .await;
+    assert_eq!(r.status, 409, "{}", r.text);
+    let credit_calls: Vec<_> = st
+        .sync
+        .calls()
+        .into_iter()
+        .filter(|c| c.path.ends_with("/credits"))
+        .collect();
+    assert!(credit_calls
+        .iter()
+        .all(|c| c.body.as_ref().unwrap()["credit_id"] == credit_id.as_str()));
     let last = st.sync.calls().pop().unwrap();
     assert_eq!(last.path, format!("/internal/v1/wallets/{member}/credits"));
     assert_eq!(last.body.as_ref().unwrap()["amount_micros"], 5_000_000);
@@ -840,7 +890,7 @@ async fn test_suspend_resume_credit_and_audit() {
             "POST",
             "/api/admin/members/nobody/credits",
             Some(&admin),
-            Some(json!({"amount_micros": 1, "reason": "x"})),
+            Some(json!({"amount_micros": 1, "reason": "x", "idempotency_key": "credit-key-0002"})),
             NOW
         )
         .await
@@ -908,6 +958,124 @@ fn callback_params(location: &str) -> HashMap<String, String> {
     form_urlencoded::parse(q.as_bytes()).into_owned().collect()
 }
 
+async fn call_headers(
+    st: &St,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+    now: u64,
+) -> Resp {
+    let (path_only, query) = path.split_once('?').unwrap_or((path, ""));
+    let mut h = http::HeaderMap::new();
+    for (k, v) in headers {
+        h.append(
+            http::header::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            v.parse().unwrap(),
+        );
+    }
+    let ctx = Ctx {
+        method: method.into(),
+        path: path_only.into(),
+        query: form_urlencoded::parse(query.as_bytes())
+            .into_owned()
+            .collect(),
+        headers: h,
+        body: body.as_bytes().to_vec(),
+        now,
+    };
+    finish(handle_ctx(st, ctx).await)
+}
+
+const VERIFIER: &str = "verifier-0123456789-abcdefghijklmnopqrstuvwxyz";
+
+/// Opens the sign-in page (PKCE challenge of `VERIFIER`) and posts `email`/`password`
+/// with the page's CSRF token and cookie. Returns the response.
+async fn authorize(st: &St, app: &str, redirect: &str, email: &str, action: &str) -> Resp {
+    let challenge = crate::app_login::s256(VERIFIER);
+    let q = form(&[
+        ("app_id", app),
+        ("redirect_uri", redirect),
+        ("code_challenge", &challenge),
+        ("code_challenge_method", "S256"),
+        ("state", "st-1"),
+    ]);
+    let page = call(st, "GET", &format!("/authorization?{q}"), None, None, NOW).await;
+    assert_eq!(page.status, 200, "{}", page.text);
+    let csrf = page
+        .text
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_owned();
+    let cookie = page.headers[http::header::SET_COOKIE].to_str().unwrap();
+    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"));
+    let cookie = cookie.split(';').next().unwrap().to_owned();
+    let body = form(&[
+        ("app_id", app),
+        ("redirect_uri", redirect),
+        ("code_challenge", &challenge),
+        ("code_challenge_method", "S256"),
+        ("state", "st-1"),
+        ("csrf", &csrf),
+        ("email", email),
+        ("password", PW),
+        ("action", action),
+    ]);
+    call_headers(
+        st,
+        "POST",
+        "/authorization",
+        &[("cookie", &cookie)],
+        &body,
+        NOW,
+    )
+    .await
+}
+
+/// A fresh callback token for `email` (an existing member).
+async fn app_token(st: &St, app: &str, redirect: &str, email: &str) -> String {
+    let r = authorize(st, app, redirect, email, "login").await;
+    assert_eq!(r.status, 302, "{}", r.text);
+    callback_params(r.headers[http::header::LOCATION].to_str().unwrap())["token"].clone()
+}
+
+async fn exchange(
+    st: &St,
+    token: &str,
+    verifier: &str,
+    redirect: &str,
+    secret: Option<&str>,
+    now: u64,
+) -> Resp {
+    let mut q = vec![
+        ("code_verifier".to_owned(), verifier.to_owned()),
+        ("redirect_uri".to_owned(), redirect.to_owned()),
+    ];
+    if let Some(secret) = secret {
+        q.push(("app_time".into(), now.to_string()));
+        q.push((
+            "app_sign".into(),
+            crate::app_login::sign_exchange(secret.as_bytes(), token, now),
+        ));
+    }
+    let q = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(q)
+        .finish();
+    call(
+        st,
+        "GET",
+        &format!("/v1/verify-token?{q}"),
+        Some(token),
+        None,
+        now,
+    )
+    .await
+}
+
 #[tokio::test]
 async fn test_app_login_flow() {
     let st = state();
@@ -927,51 +1095,33 @@ async fn test_app_login_flow() {
     }
     let (app, secret) = make_app(&st, &admin).await;
     let redirect = "x-my-app://auth-callback";
+    let challenge = crate::app_login::s256(VERIFIER);
 
-    // Unregistered redirect URIs are refused, prefixes too.
-    for uri in [
-        "https://evil.example.com/cb",
-        "https://writer.example.com/auth-callback.evil",
-        "",
-    ] {
-        let r = call(
-            &st,
-            "GET",
-            &format!(
-                "/authorization?{}",
-                form(&[("app_id", &app), ("redirect_uri", uri)])
-            ),
-            None,
-            None,
-            NOW,
-        )
-        .await;
-        assert_eq!(r.status, 400, "{uri}");
-    }
-    let r = call(
-        &st,
-        "GET",
-        &format!(
-            "/authorization?{}",
-            form(&[("app_id", &app), ("redirect_uri", redirect)])
+    // Unregistered redirect URIs are refused, prefixes too; PKCE S256 is required.
+    for (uri, ch, method) in [
+        ("https://evil.example.com/cb", challenge.as_str(), "S256"),
+        (
+            "https://writer.example.com/auth-callback.evil",
+            &challenge,
+            "S256",
         ),
-        None,
-        None,
-        NOW,
-    )
-    .await;
-    assert_eq!(r.status, 200);
-    assert!(r.text.contains("<form") && r.text.contains("Writer"));
+        ("", &challenge, "S256"),
+        (redirect, "", "S256"),
+        (redirect, &challenge, "plain"),
+        (redirect, "short", "S256"),
+    ] {
+        let q = form(&[
+            ("app_id", &app),
+            ("redirect_uri", uri),
+            ("code_challenge", ch),
+            ("code_challenge_method", method),
+        ]);
+        let r = call(&st, "GET", &format!("/authorization?{q}"), None, None, NOW).await;
+        assert_eq!(r.status, 400, "{uri} {ch} {method}: {}", r.text);
+    }
 
-    // Sign up through the page, then get redirected with token/sign/time.
-    let body = form(&[
-        ("app_id", &app),
-        ("redirect_uri", redirect),
-        ("email", "app@example.com"),
-        ("password", PW),
-        ("action", "signup"),
-    ]);
-    let r = call_raw(&st, "POST", "/authorization", &body, NOW).await;
+    // Sign up through the page, then get redirected with token/sign/time/state.
+    let r = authorize(&st, &app, redirect, "app@example.com", "signup").await;
     assert_eq!(r.status, 302, "{}", r.text);
     let loc = r.headers[http::header::LOCATION]
         .to_str()
@@ -979,33 +1129,60 @@ async fn test_app_login_flow() {
         .to_owned();
     assert!(loc.starts_with("x-my-app://auth-callback?token="), "{loc}");
     let p = callback_params(&loc);
+    assert_eq!(p["state"], "st-1");
     let time: u64 = p["time"].parse().unwrap();
     verify_callback(secret.as_bytes(), &p["token"], time, &p["sign"], NOW, 300).unwrap();
 
-    // Tampered sign: refused, token stays usable.
-    let mut bad_sign = p["sign"].clone();
-    bad_sign.replace_range(0..1, if bad_sign.starts_with('0') { "1" } else { "0" });
+    // What the redirect carries is not enough: no verifier, no app signature.
+    let r = call(&st, "GET", "/v1/verify-token", Some(&p["token"]), None, NOW).await;
+    assert_eq!(r.status, 401, "{}", r.text);
+    assert_eq!(r.body["error"]["code"], "invalid_client");
+    // The failed attempt burnt the token: even the right exchange is refused now.
+    let r = exchange(&st, &p["token"], VERIFIER, redirect, Some(&secret), NOW).await;
+    assert_eq!(r.status, 401);
+    assert_eq!(r.body["error"]["code"], "invalid_token");
+
+    // Each missing or wrong piece is refused.
+    let (_, other_secret) = make_app(&st, &admin).await;
+    let wrong_verifier = "x".repeat(43);
+    for (verifier, uri, sec) in [
+        (wrong_verifier.as_str(), redirect, Some(secret.as_str())),
+        (
+            VERIFIER,
+            "https://writer.example.com/auth-callback",
+            Some(&secret),
+        ),
+        (VERIFIER, redirect, None),
+        (VERIFIER, redirect, Some(other_secret.as_str())),
+    ] {
+        let t = app_token(&st, &app, redirect, "app@example.com").await;
+        let r = exchange(&st, &t, verifier, uri, sec, NOW + 1).await;
+        assert_eq!(r.status, 401, "{verifier} {uri}: {}", r.text);
+        assert_eq!(r.body["error"]["code"], "invalid_client");
+    }
+    // A stale app signature too.
+    let t = app_token(&st, &app, redirect, "app@example.com").await;
+    let stale = crate::app_login::sign_exchange(secret.as_bytes(), &t, NOW - 1000);
+    let q = form(&[
+        ("code_verifier", VERIFIER),
+        ("redirect_uri", redirect),
+        ("app_time", &(NOW - 1000).to_string()),
+        ("app_sign", &stale),
+    ]);
     let r = call(
         &st,
         "GET",
-        &format!("/v1/verify-token?sign={bad_sign}&time={time}"),
-        Some(&p["token"]),
+        &format!("/v1/verify-token?{q}"),
+        Some(&t),
         None,
         NOW,
     )
     .await;
     assert_eq!(r.status, 401, "{}", r.text);
-    assert_eq!(r.body["error"]["code"], "invalid_sign");
 
-    let r = call(
-        &st,
-        "GET",
-        &format!("/v1/verify-token?sign={}&time={time}", p["sign"]),
-        Some(&p["token"]),
-        None,
-        NOW + 1,
-    )
-    .await;
+    // The complete exchange works, once.
+    let t = app_token(&st, &app, redirect, "app@example.com").await;
+    let r = exchange(&st, &t, VERIFIER, redirect, Some(&secret), NOW + 1).await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.body["email"], "app@example.com");
     let api_token = r.body["api_token"].as_str().unwrap().to_owned();
@@ -1015,79 +1192,73 @@ async fn test_app_login_flow() {
         .calls()
         .iter()
         .any(|c| c.path.starts_with("/internal/v1/keys/")));
-
-    // Reused token.
-    let r = call(
-        &st,
-        "GET",
-        "/v1/verify-token",
-        Some(&p["token"]),
-        None,
-        NOW + 2,
-    )
-    .await;
+    let r = exchange(&st, &t, VERIFIER, redirect, Some(&secret), NOW + 2).await;
     assert_eq!(r.status, 401);
     assert_eq!(r.body["error"]["code"], "invalid_token");
 
     // Login again: same app key comes back, not a new one.
-    let body = form(&[
-        ("app_id", &app),
-        ("redirect_uri", redirect),
-        ("email", "app@example.com"),
-        ("password", PW),
-        ("action", "login"),
-    ]);
-    let r = call_raw(&st, "POST", "/authorization", &body, NOW).await;
-    let p2 = callback_params(r.headers[http::header::LOCATION].to_str().unwrap());
-    let r = call(
-        &st,
-        "GET",
-        "/v1/verify-token",
-        Some(&p2["token"]),
-        None,
-        NOW + 1,
-    )
-    .await;
+    let t = app_token(&st, &app, redirect, "app@example.com").await;
+    let r = exchange(&st, &t, VERIFIER, redirect, Some(&secret), NOW + 1).await;
     assert_eq!(r.body["api_token"], api_token.as_str());
 
     // Expired token.
-    let r = call_raw(&st, "POST", "/authorization", &body, NOW).await;
-    let p3 = callback_params(r.headers[http::header::LOCATION].to_str().unwrap());
-    let r = call(
-        &st,
-        "GET",
-        "/v1/verify-token",
-        Some(&p3["token"]),
-        None,
-        NOW + st.policy.app_token_ttl_secs + 1,
-    )
-    .await;
+    let t = app_token(&st, &app, redirect, "app@example.com").await;
+    let late = NOW + st.policy.app_token_ttl_secs + 1;
+    let r = exchange(&st, &t, VERIFIER, redirect, Some(&secret), late).await;
     assert_eq!(r.status, 401);
 
-    // Wrong password re-renders the page, no redirect.
+    // A public app (no secret kept) exchanges with PKCE alone.
+    let r = call(
+        &st,
+        "POST",
+        "/api/admin/apps",
+        Some(&admin),
+        Some(json!({"name": "Mobile",
+        "callback_urls": ["x-mobile://cb"], "public": true})),
+        NOW,
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let public_app = r.body["id"].as_str().unwrap().to_owned();
+    let t = app_token(&st, &public_app, "x-mobile://cb", "app@example.com").await;
+    let r = exchange(&st, &t, "y".repeat(50).as_str(), "x-mobile://cb", None, NOW).await;
+    assert_eq!(r.status, 401, "wrong verifier: {}", r.text);
+    let t = app_token(&st, &public_app, "x-mobile://cb", "app@example.com").await;
+    let r = exchange(&st, &t, VERIFIER, "x-mobile://cb", None, NOW).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+
+    // The form needs its CSRF token and cookie: a cross-site post is refused.
     let body = form(&[
         ("app_id", &app),
         ("redirect_uri", redirect),
-        ("email", "app@example.com"),
-        ("password", "wrong-pass-123"),
-        ("action", "login"),
-    ]);
-    let r = call_raw(&st, "POST", "/authorization", &body, NOW).await;
-    assert_eq!(r.status, 401);
-    assert!(r.headers.get(http::header::LOCATION).is_none());
-    // Unregistered redirect on POST.
-    let body = form(&[
-        ("app_id", &app),
-        ("redirect_uri", "https://evil.example.com"),
+        ("code_challenge", &challenge),
+        ("code_challenge_method", "S256"),
         ("email", "app@example.com"),
         ("password", PW),
+        ("action", "login"),
+        ("csrf", "forged-token"),
     ]);
-    assert_eq!(
-        call_raw(&st, "POST", "/authorization", &body, NOW)
-            .await
-            .status,
-        400
-    );
+    let r = call_raw(&st, "POST", "/authorization", &body, NOW).await;
+    assert_eq!(r.status, 403, "{}", r.text);
+    assert!(r.headers.get(http::header::LOCATION).is_none());
+    let r = call_headers(
+        &st,
+        "POST",
+        "/authorization",
+        &[("cookie", "tb_authz_csrf=another-token")],
+        &body,
+        NOW,
+    )
+    .await;
+    assert_eq!(r.status, 403);
+
+    // Wrong password re-renders the page, no redirect.
+    let r = {
+        let page = authorize(&st, &app, redirect, "nobody@example.com", "login").await;
+        page
+    };
+    assert_eq!(r.status, 401);
+    assert!(r.headers.get(http::header::LOCATION).is_none());
 }
 
 #[tokio::test]
@@ -1101,12 +1272,21 @@ async fn test_providers_sealed_masked_and_published() {
         "/api/admin/providers",
         Some(&admin),
         Some(json!({"id": "openai", "kind": "openai",
-        "base_url": "https://api.openai.com/v1", "credentials": [{"secret": secret}]})),
+        "base_url": "https://api.openai.com/v1", "credentials": [{"secret": secret}],
+        "headers": {"x-auth": "header-secret-123456"}})),
         NOW,
     )
     .await;
     assert_eq!(r.status, 201, "{}", r.text);
     assert!(!r.text.contains(secret));
+    // Custom headers are sealed and masked like credentials.
+    assert!(!r.text.contains("header-secret-123456"), "{}", r.text);
+    assert_eq!(r.body["headers"]["x-auth"], "••••3456");
+    assert!(!st.store.dump().contains("header-secret-123456"));
+    assert_eq!(
+        r.body["prefix_routing"], false,
+        "prefix routing is off by default"
+    );
     assert_eq!(r.body["credentials"][0]["secret"], "••••1234");
     assert!(
         !st.store.dump().contains(secret),
@@ -1114,10 +1294,41 @@ async fn test_providers_sealed_masked_and_published() {
     );
     let r = call(&st, "GET", "/api/admin/providers", Some(&admin), None, NOW).await;
     assert!(!r.text.contains(secret));
-    // Update without a secret keeps the stored one.
-    let r = call(&st, "PUT", "/api/admin/providers/openai", Some(&admin), Some(json!({"kind": "openai",
-        "base_url": "https://api.openai.com/v1", "credentials": [{"id": "openai-1", "weight": 2}]})), NOW).await;
+    assert!(!r.text.contains("header-secret-123456"));
+    // Update without a secret keeps the stored one; the masked header value sent back
+    // keeps the stored header.
+    let r = call(
+        &st,
+        "PUT",
+        "/api/admin/providers/openai",
+        Some(&admin),
+        Some(json!({"kind": "openai",
+        "base_url": "https://api.openai.com/v1", "credentials": [{"id": "openai-1", "weight": 2}],
+        "headers": {"x-auth": "••••3456"}})),
+        NOW,
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", r.text);
+    // Private and loopback destinations are refused (no loopback flag here).
+    for base in [
+        "http://127.0.0.1:9001/v1",
+        "http://169.254.169.254/latest",
+        "http://10.0.0.8/v1",
+        "http://localhost:8080/v1",
+        "http://[::1]/v1",
+    ] {
+        let r = call(
+            &st,
+            "POST",
+            "/api/admin/providers",
+            Some(&admin),
+            Some(json!({"id": "evil", "kind": "openai", "base_url": base})),
+            NOW,
+        )
+        .await;
+        assert_eq!(r.status, 400, "{base}: {}", r.text);
+        assert_eq!(r.body["error"]["param"], "base_url");
+    }
     for bad in [
         json!({"id": "p", "kind": "openai", "base_url": "ftp://x"}),
         json!({"id": "p", "kind": "nope", "base_url": "https://x.example.com"}),
@@ -1160,6 +1371,31 @@ async fn test_providers_sealed_masked_and_published() {
     )
     .await;
     assert_eq!(r.status, 400);
+    // An enabled model needs a price or an explicit `free`.
+    let unpriced = json!({"name": "cheap", "deployments": [{"provider": "openai", "model": "m"}]});
+    let r = call(
+        &st,
+        "POST",
+        "/api/admin/models",
+        Some(&admin),
+        Some(unpriced.clone()),
+        NOW,
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert_eq!(r.body["error"]["param"], "price");
+    let mut free = unpriced.clone();
+    free["free"] = json!(true);
+    let r = call(
+        &st,
+        "POST",
+        "/api/admin/models",
+        Some(&admin),
+        Some(free),
+        NOW,
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text);
     let r = call(
         &st,
         "PUT",
@@ -1193,7 +1429,9 @@ async fn test_providers_sealed_masked_and_published() {
     assert_eq!(snap.version, r.body["version"].as_str().unwrap());
     assert_eq!(snap.providers[0].credentials[0].secret, secret);
     assert_eq!(snap.providers[0].credentials[0].weight, 2);
-    assert_eq!(snap.models[0].name, "writer-pro");
+    assert_eq!(snap.providers[0].headers["x-auth"], "header-secret-123456");
+    assert!(!snap.providers[0].prefix_routing);
+    assert!(snap.models.iter().any(|m| m.name == "writer-pro"));
     assert_eq!(
         snap.settings.stream_mode,
         tollbooth_core::catalogue::StreamMode::ForceNonStream
@@ -1235,4 +1473,449 @@ async fn test_sync_failure_is_reported_not_hidden() {
     .await;
     assert_eq!(r.status, 201);
     assert_eq!(r.body["edge"]["synced"], false);
+}
+
+// ---- issue 10, control-plane side --------------------------------------------------
+
+async fn make_plan(st: &St, admin: &str, plan: Value) {
+    let r = call(st, "POST", "/api/admin/plans", Some(admin), Some(plan), NOW).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+}
+
+fn allowance_pushes(st: &St, member: &str) -> Vec<Value> {
+    st.sync
+        .calls()
+        .into_iter()
+        .filter(|c| c.path == format!("/internal/v1/allowances/{member}"))
+        .map(|c| c.body.unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn test_plan_toggling_never_opens_a_fresh_allowance() {
+    let mut st = state();
+    st.policy.session_ttl_secs = 400 * 86_400; // sessions outlive the periods here
+    let st = st;
+    let admin = admin_token(&st, Role::Admin).await;
+    make_plan(&st, &admin, free_plan()).await;
+    let mut student = free_plan();
+    student["id"] = json!("student");
+    student["allowance_amount"] = json!(200_000);
+    make_plan(&st, &admin, student).await;
+    let mut pro = free_plan();
+    pro["id"] = json!("pro");
+    pro["price_micros"] = json!(9_000_000);
+    make_plan(&st, &admin, pro).await;
+    let (token, member) = signup(&st, "toggle@example.com").await;
+    // free -> student -> free -> student, days apart, inside one month.
+    for (i, plan) in ["free", "student", "free", "student"].iter().enumerate() {
+        let r = call(
+            &st,
+            "POST",
+            "/api/me/subscription",
+            Some(&token),
+            Some(json!({"plan_id": plan})),
+            NOW + 86_400 * i as u64,
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.text);
+    }
+    let pushes = allowance_pushes(&st, &member);
+    assert_eq!(pushes.len(), 4);
+    let starts: Vec<u64> = pushes
+        .iter()
+        .map(|p| p["period_start"].as_u64().unwrap())
+        .collect();
+    assert!(
+        starts.iter().all(|s| *s == NOW),
+        "every switch updates the same period (the edge keeps `used`): {starts:?}"
+    );
+    let ids: std::collections::HashSet<&str> = pushes
+        .iter()
+        .map(|p| p["grant_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 4, "each switch is applied (grant ids differ)");
+    assert_eq!(pushes[3]["amount"], 200_000);
+
+    // Paid, then back to free inside the paid period: the paid period's row, not a
+    // fresh free period.
+    let r = call(
+        &st,
+        "POST",
+        &format!("/api/admin/members/{member}/subscription"),
+        Some(&admin),
+        Some(json!({"plan_id": "pro", "action": "start"})),
+        NOW + 10 * 86_400,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let paid_start = r.body["subscription"]["period_start"].as_u64().unwrap();
+    assert_eq!(
+        paid_start,
+        NOW + 10 * 86_400,
+        "a paid plan starts when paid"
+    );
+    let r = call(
+        &st,
+        "POST",
+        "/api/me/subscription",
+        Some(&token),
+        Some(json!({"plan_id": "free"})),
+        NOW + 12 * 86_400,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let last = allowance_pushes(&st, &member).pop().unwrap();
+    assert_eq!(last["period_start"].as_u64().unwrap(), paid_start);
+    // Next month: the free plan's period rolls from there, it does not restart.
+    let r = call(
+        &st,
+        "POST",
+        "/api/me/subscription",
+        Some(&token),
+        Some(json!({"plan_id": "student"})),
+        NOW + 50 * 86_400,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let last = allowance_pushes(&st, &member).pop().unwrap();
+    let start = last["period_start"].as_u64().unwrap();
+    assert!(start > paid_start && start <= NOW + 50 * 86_400, "{start}");
+}
+
+#[tokio::test]
+async fn test_revocation_is_durable_while_the_edge_is_down() {
+    let st = state();
+    let admin = admin_token(&st, Role::Admin).await;
+    make_plan(&st, &admin, free_plan()).await;
+    let (token, member) = signup(&st, "leak@example.com").await;
+    let r = call(
+        &st,
+        "POST",
+        "/api/me/keys",
+        Some(&token),
+        Some(json!({"name": "leaked"})),
+        NOW,
+    )
+    .await;
+    let pid = r.body["public_id"].as_str().unwrap().to_owned();
+    st.sync
+        .down
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let r = call(
+        &st,
+        "DELETE",
+        &format!("/api/me/keys/{pid}"),
+        Some(&token),
+        None,
+        NOW,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["edge"]["synced"], false);
+    assert_eq!(r.body["edge"]["queued"], 1);
+    // The key is a tombstone: not listed, not revocable twice, never pushed again.
+    let list = call(&st, "GET", "/api/me/keys", Some(&token), None, NOW).await;
+    assert_eq!(list.body["data"].as_array().unwrap().len(), 0);
+    let r = call(
+        &st,
+        "DELETE",
+        &format!("/api/admin/keys/{pid}"),
+        Some(&admin),
+        None,
+        NOW,
+    )
+    .await;
+    assert_eq!(r.status, 404);
+    let pending = crate::outbox::pending(&st.store).await.unwrap();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].method, "DELETE");
+    // Suspension while down: queued too.
+    let r = call(
+        &st,
+        "POST",
+        &format!("/api/admin/members/{member}/suspend"),
+        Some(&admin),
+        None,
+        NOW,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["edge"]["synced"], false);
+    // The job retries while the edge is down: nothing is lost.
+    let r = call(
+        &st,
+        "POST",
+        "/api/admin/jobs/run",
+        Some(&admin),
+        None,
+        NOW + 3600,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["edge_outbox"]["failed"], 2);
+    assert_eq!(crate::outbox::pending(&st.store).await.unwrap().len(), 2);
+    // The edge comes back: the next run delivers both, and empties the outbox.
+    st.sync
+        .down
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    let r = call(
+        &st,
+        "POST",
+        "/api/admin/jobs/run",
+        Some(&admin),
+        None,
+        NOW + 7200,
+    )
+    .await;
+    assert_eq!(r.body["edge_outbox"]["delivered"], 2, "{}", r.text);
+    assert!(crate::outbox::pending(&st.store).await.unwrap().is_empty());
+    let calls = st.sync.calls();
+    assert!(calls
+        .iter()
+        .any(|c| c.method == "DELETE" && c.path == format!("/internal/v1/keys/{pid}")));
+    let status = calls
+        .iter()
+        .find(|c| c.path == format!("/internal/v1/members/{member}/status"))
+        .unwrap();
+    assert_eq!(status.body.as_ref().unwrap()["status"], "suspended");
+    assert!(status.body.as_ref().unwrap()["version"].as_u64().unwrap() > 0);
+    // A later plan change re-pushes keys: never the revoked one.
+    let n = st.sync.calls().len();
+    call(
+        &st,
+        "POST",
+        &format!("/api/admin/members/{member}/resume"),
+        Some(&admin),
+        None,
+        NOW,
+    )
+    .await;
+    call(
+        &st,
+        "POST",
+        &format!("/api/admin/members/{member}/subscription"),
+        Some(&admin),
+        Some(json!({"plan_id": "free", "action": "start"})),
+        NOW,
+    )
+    .await;
+    assert!(!st.sync.calls()[n..]
+        .iter()
+        .any(|c| c.path == format!("/internal/v1/keys/{pid}") && c.method == "PUT"));
+}
+
+#[tokio::test]
+async fn test_concurrent_profile_update_cannot_undo_a_suspension() {
+    let st = state();
+    let admin = admin_token(&st, Role::Admin).await;
+    let (token, member) = signup(&st, "race@example.com").await;
+    // A profile update loaded the member (active) before the suspension...
+    let (mut stale, before) = crate::members::load_member(&st.store, &member, NOW)
+        .await
+        .unwrap()
+        .unwrap();
+    let r = call(
+        &st,
+        "POST",
+        &format!("/api/admin/members/{member}/suspend"),
+        Some(&admin),
+        None,
+        NOW,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    // ...and writes after it: the versioned write refuses (nothing written, no push).
+    stale.username = "new-name".into();
+    stale.version = before + 1;
+    let n = st.sync.calls().len();
+    let push = crate::members::member_push(&stale, None, NOW);
+    let done = crate::members::commit_member(&st, before, &stale, vec![], vec![push], NOW)
+        .await
+        .unwrap();
+    assert!(done.is_none(), "a stale writer must lose");
+    assert_eq!(st.sync.calls().len(), n);
+    let (now_stored, _) = crate::members::load_member(&st.store, &member, NOW)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(now_stored.status, crate::model::MemberStatus::Suspended);
+    // Through the API: a suspended member cannot change the profile at all.
+    let r = call(
+        &st,
+        "PATCH",
+        "/api/me",
+        Some(&token),
+        Some(json!({"username": "x"})),
+        NOW,
+    )
+    .await;
+    assert_eq!(r.status, 403);
+    // Every member push carries the member's version and never a status.
+    for c in st
+        .sync
+        .calls()
+        .iter()
+        .filter(|c| c.path == format!("/internal/v1/members/{member}"))
+    {
+        assert!(c.body.as_ref().unwrap().get("status").is_none());
+    }
+}
+
+#[tokio::test]
+async fn test_parallel_wrong_guesses_get_at_most_the_limit_of_password_checks() {
+    let st = state();
+    signup(&st, "guess@example.com").await;
+    let bad = json!({"email": "guess@example.com", "password": "wrong-password-9"});
+    let attempts =
+        (0..12).map(|_| call(&st, "POST", "/api/auth/login", None, Some(bad.clone()), NOW));
+    let results = futures_util::future::join_all(attempts).await;
+    let unauthorized = results.iter().filter(|r| r.status == 401).count();
+    let locked = results.iter().filter(|r| r.status == 429).count();
+    assert_eq!(unauthorized + locked, 12);
+    assert!(
+        unauthorized < st.policy.max_login_failures as usize,
+        "{unauthorized} wrong guesses were checked"
+    );
+    // The right password is refused while locked.
+    let good = json!({"email": "guess@example.com", "password": PW});
+    let r = call(&st, "POST", "/api/auth/login", None, Some(good), NOW + 5).await;
+    assert_eq!(r.status, 429, "{}", r.text);
+}
+
+#[tokio::test]
+async fn test_admin_login_counts_reset_and_address_limit() {
+    let mut st = state();
+    st.policy.max_logins_per_address = 5;
+    let _ = admin_token(&st, Role::Admin).await; // one attempt from "unknown"
+    let email = "root@ops.example.com";
+    let bad = json!({"email": email, "password": "wrong-password-1"});
+    let good = json!({"email": email, "password": "admin-password-1"});
+    let from = |ip: &'static str| move |body: Value| (ip, body);
+    let login = |(ip, body): (&str, Value), now| {
+        let body = body.to_string();
+        let ip = ip.to_owned();
+        let st = &st;
+        async move {
+            call_headers(
+                st,
+                "POST",
+                "/api/admin/login",
+                &[
+                    ("x-forwarded-for", &ip),
+                    ("content-type", "application/json"),
+                ],
+                &body,
+                now,
+            )
+            .await
+        }
+    };
+    let a = from("203.0.113.7");
+    // Two failures, a success (resets the account count), two more failures: not locked.
+    assert_eq!(login(a(bad.clone()), NOW).await.status, 401);
+    assert_eq!(login(a(bad.clone()), NOW).await.status, 401);
+    assert_eq!(login(a(good.clone()), NOW).await.status, 200);
+    assert_eq!(login(a(bad.clone()), NOW).await.status, 401);
+    assert_eq!(login(a(bad.clone()), NOW).await.status, 401);
+    // The address has used its 5 attempts: refused, whatever the account.
+    let r = login(a(good.clone()), NOW).await;
+    assert_eq!(r.status, 429, "{}", r.text);
+    assert_eq!(r.body["error"]["code"], "too_many_attempts");
+    // Another address is not limited by it; unknown admin emails cost a check too.
+    let b = from("198.51.100.9");
+    let r = login(
+        b(json!({"email": "ghost@ops.example.com", "password": "x"})),
+        NOW,
+    )
+    .await;
+    assert_eq!(r.status, 401);
+    assert_eq!(login(b(good), NOW).await.status, 200);
+}
+
+#[tokio::test]
+async fn test_expired_subscriptions_are_downgraded_by_the_job() {
+    let mut st = state();
+    st.policy.session_ttl_secs = 400 * 86_400; // sessions outlive the periods here
+    let st = st;
+    let admin = admin_token(&st, Role::Admin).await;
+    let mut pro = free_plan();
+    pro["id"] = json!("pro");
+    pro["price_micros"] = json!(9_000_000);
+    make_plan(&st, &admin, pro).await;
+    let (token, member) = signup(&st, "exp@example.com").await;
+    call(
+        &st,
+        "POST",
+        "/api/me/keys",
+        Some(&token),
+        Some(json!({"name": "k"})),
+        NOW,
+    )
+    .await;
+    let r = call(
+        &st,
+        "POST",
+        &format!("/api/admin/members/{member}/subscription"),
+        Some(&admin),
+        Some(json!({"plan_id": "pro", "action": "start"})),
+        NOW,
+    )
+    .await;
+    let expires = r.body["subscription"]["expires_at"].as_u64().unwrap();
+    // Before the expiry the job leaves it alone.
+    let r = call(
+        &st,
+        "POST",
+        "/api/admin/jobs/run",
+        Some(&admin),
+        None,
+        expires - 1,
+    )
+    .await;
+    assert_eq!(
+        r.body["downgraded"].as_array().unwrap().len(),
+        0,
+        "{}",
+        r.text
+    );
+    let r = call(
+        &st,
+        "POST",
+        "/api/admin/jobs/run",
+        Some(&admin),
+        None,
+        expires + 1,
+    )
+    .await;
+    assert_eq!(r.body["downgraded"], json!([member]), "{}", r.text);
+    let key_put = st
+        .sync
+        .calls()
+        .into_iter()
+        .rev()
+        .find(|c| c.path.starts_with("/internal/v1/keys/"))
+        .unwrap();
+    assert_eq!(key_put.body.unwrap()["plan_id"], "none");
+    let sub = call(
+        &st,
+        "GET",
+        "/api/me/subscription",
+        Some(&token),
+        None,
+        expires + 2,
+    )
+    .await;
+    assert_eq!(sub.body["subscription"]["status"], "expired");
+    // Idempotent: a second run finds nothing.
+    let r = call(
+        &st,
+        "POST",
+        "/api/admin/jobs/run",
+        Some(&admin),
+        None,
+        expires + 5,
+    )
+    .await;
+    assert_eq!(r.body["downgraded"].as_array().unwrap().len(), 0);
 }

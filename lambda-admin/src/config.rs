@@ -43,6 +43,14 @@ pub struct Config {
     pub local_http_addr: Option<SocketAddr>,
     /// Create the table at start if it is missing (`CREATE_TABLE=1`; local use).
     pub create_table: bool,
+    /// `DEV_DEFAULTS=1`: a local run may fall back to fixed, public development secrets
+    /// for `JWT_KEYS`, `MASTER_KEY` and the first admin. Without it a missing secret is
+    /// a start-up error, locally too.
+    pub dev_defaults: bool,
+    /// `ALLOW_LOOPBACK_UPSTREAMS=1`: provider base URLs and model pulls may target
+    /// `127.0.0.1`/`[::1]`/`localhost` (tests and `make dev`). Refused with
+    /// `ENVIRONMENT=production`.
+    pub allow_loopback: bool,
 }
 
 impl Config {
@@ -72,9 +80,25 @@ impl Config {
             })?),
         };
         let create_table = matches!(get("CREATE_TABLE").as_deref(), Some("1" | "true"));
-        // Outside local runs every secret must be given; locally, fixed development
-        // values keep a restarted server able to read what it sealed before.
-        let local = local_http_addr.is_some();
+        let flag = |k: &str| matches!(get(k).as_deref().map(str::trim), Some("1" | "true"));
+        let production = get("ENVIRONMENT").is_some_and(|e| e.trim() == "production");
+        let dev_defaults = flag("DEV_DEFAULTS");
+        let allow_loopback = flag("ALLOW_LOOPBACK_UPSTREAMS");
+        for (on, name) in [
+            (dev_defaults, "DEV_DEFAULTS"),
+            (allow_loopback, "ALLOW_LOOPBACK_UPSTREAMS"),
+        ] {
+            if on && production {
+                return Err(ConfigError::Invalid {
+                    name,
+                    reason: "a development flag is refused with ENVIRONMENT=production".into(),
+                });
+            }
+        }
+        // Every secret must be given; only an explicit local development run
+        // (`LOCAL_HTTP_ADDR` and `DEV_DEFAULTS=1`) falls back to fixed, public values,
+        // which keep a restarted dev server able to read what it sealed before.
+        let local = local_http_addr.is_some() && dev_defaults;
         let nonempty = |k: &str| get(k).filter(|v| !v.trim().is_empty());
         let jwt_raw = match nonempty("JWT_KEYS") {
             Some(v) => v,
@@ -173,6 +197,12 @@ impl Config {
             )?)
             .unwrap_or(d.max_login_failures),
             lockout_secs: num("LOCKOUT_SECS", d.lockout_secs)?,
+            max_logins_per_address: u32::try_from(num(
+                "LOGIN_MAX_PER_ADDRESS",
+                u64::from(d.max_logins_per_address),
+            )?)
+            .unwrap_or(d.max_logins_per_address),
+            allow_loopback_upstreams: allow_loopback,
         };
         Ok(Self {
             table_name,
@@ -184,6 +214,8 @@ impl Config {
             sync_secret,
             bootstrap_admin,
             policy,
+            dev_defaults,
+            allow_loopback,
         })
     }
 }
@@ -209,7 +241,13 @@ mod tests {
         );
         let e = cfg(&[("JWT_KEYS", "k1:short")]).unwrap_err();
         assert!(e.to_string().starts_with("JWT_KEYS is invalid"), "{e}");
-        let c = cfg(&[("LOCAL_HTTP_ADDR", "127.0.0.1:1")]).unwrap();
+        // A local address alone does not enable the public development secrets.
+        assert_eq!(
+            cfg(&[("LOCAL_HTTP_ADDR", "127.0.0.1:1")]).unwrap_err(),
+            ConfigError::Missing { name: "JWT_KEYS" }
+        );
+        let c = cfg(&[("LOCAL_HTTP_ADDR", "127.0.0.1:1"), ("DEV_DEFAULTS", "1")]).unwrap();
+        assert!(c.bootstrap_admin.is_some());
         assert!(format!("{c:?}").contains("<redacted>"));
         assert!(!format!("{c:?}").contains("local-dev-admin-1"));
     }
@@ -280,8 +318,31 @@ mod tests {
     }
 
     #[test]
+    fn test_development_flags_refused_in_production() {
+        for flag in ["DEV_DEFAULTS", "ALLOW_LOOPBACK_UPSTREAMS"] {
+            let mut v = PROD.to_vec();
+            v.push(("ENVIRONMENT", "production"));
+            v.push((flag, "1"));
+            let e = cfg(&v).unwrap_err();
+            assert!(
+                e.to_string().starts_with(&format!("{flag} is invalid")),
+                "{e}"
+            );
+        }
+        let mut v = PROD.to_vec();
+        v.push(("ALLOW_LOOPBACK_UPSTREAMS", "1"));
+        assert!(cfg(&v).unwrap().allow_loopback);
+        assert!(!cfg(&PROD).unwrap().allow_loopback);
+    }
+
+    #[test]
     fn test_local_addr_parsed() {
-        let c = cfg(&[("LOCAL_HTTP_ADDR", "127.0.0.1:9000"), ("CREATE_TABLE", "1")]).unwrap();
+        let c = cfg(&[
+            ("LOCAL_HTTP_ADDR", "127.0.0.1:9000"),
+            ("CREATE_TABLE", "1"),
+            ("DEV_DEFAULTS", "1"),
+        ])
+        .unwrap();
         assert_eq!(c.local_http_addr, Some("127.0.0.1:9000".parse().unwrap()));
         assert!(c.create_table);
     }

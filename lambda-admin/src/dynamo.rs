@@ -14,7 +14,7 @@ use aws_sdk_dynamodb::types::{
 };
 use aws_sdk_dynamodb::Client;
 
-use crate::store::{HealthStore, Index, Item, ItemStore, Put, Query, StoreError};
+use crate::store::{HealthStore, Hit, Index, Item, ItemStore, Put, Query, StoreError};
 
 /// The DynamoDB-backed store.
 #[derive(Clone, Debug)]
@@ -197,28 +197,51 @@ fn to_attrs(item: &Item) -> HashMap<String, AttributeValue> {
     if let Some(ttl) = item.ttl {
         m.insert("ttl".to_owned(), AttributeValue::N(ttl.to_string()));
     }
+    if let Some(v) = item.version {
+        m.insert("ver".to_owned(), AttributeValue::N(v.to_string()));
+    }
     m.insert("data".to_owned(), s(&item.data));
     m
+}
+
+fn n(v: u64) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+fn num_attr(m: &HashMap<String, AttributeValue>, k: &str) -> Result<Option<u64>, StoreError> {
+    match m.get(k) {
+        None => Ok(None),
+        Some(v) => v
+            .as_n()
+            .ok()
+            .and_then(|x| x.parse::<u64>().ok())
+            .map(Some)
+            .ok_or_else(|| StoreError::Corrupt(format!("{k} is not a number"))),
+    }
+}
+
+/// The condition expression (and its values) of a put mode, if any.
+fn condition(mode: Put) -> Option<(&'static str, Option<AttributeValue>)> {
+    match mode {
+        Put::Upsert => None,
+        Put::IfAbsent => Some(("attribute_not_exists(pk)", None)),
+        Put::IfVersion(0) => Some(("attribute_not_exists(ver) OR ver = :expected", Some(n(0)))),
+        Put::IfVersion(v) => Some(("ver = :expected", Some(n(v)))),
+    }
 }
 
 fn from_attrs(m: &HashMap<String, AttributeValue>) -> Result<Item, StoreError> {
     let get = |k: &str| -> Option<String> { m.get(k).and_then(|v| v.as_s().ok()).cloned() };
     let pair = |a: &str, b: &str| get(a).zip(get(b));
-    let ttl = match m.get("ttl") {
-        None => None,
-        Some(v) => Some(
-            v.as_n()
-                .ok()
-                .and_then(|n| n.parse::<u64>().ok())
-                .ok_or_else(|| StoreError::Corrupt("ttl is not a number".into()))?,
-        ),
-    };
+    let ttl = num_attr(m, "ttl")?;
+    let version = num_attr(m, "ver")?;
     Ok(Item {
         pk: get("pk").ok_or_else(|| StoreError::Corrupt("missing pk".into()))?,
         sk: get("sk").ok_or_else(|| StoreError::Corrupt("missing sk".into()))?,
         gsi1: pair("gsi1pk", "gsi1sk"),
         gsi2: pair("gsi2pk", "gsi2sk"),
         ttl,
+        version,
         data: get("data").unwrap_or_default(),
     })
 }
@@ -247,8 +270,11 @@ impl ItemStore for DynamoStore {
             .put_item()
             .table_name(&self.table)
             .set_item(Some(to_attrs(&item)));
-        if mode == Put::IfAbsent {
-            req = req.condition_expression("attribute_not_exists(pk)");
+        if let Some((cond, value)) = condition(mode) {
+            req = req.condition_expression(cond);
+            if let Some(v) = value {
+                req = req.expression_attribute_values(":expected", v);
+            }
         }
         match req.send().await {
             Ok(_) => Ok(()),
@@ -268,8 +294,11 @@ impl ItemStore for DynamoStore {
             let mut put = aws_sdk_dynamodb::types::Put::builder()
                 .table_name(&self.table)
                 .set_item(Some(to_attrs(item)));
-            if *mode == Put::IfAbsent {
-                put = put.condition_expression("attribute_not_exists(pk)");
+            if let Some((cond, value)) = condition(*mode) {
+                put = put.condition_expression(cond);
+                if let Some(v) = value {
+                    put = put.expression_attribute_values(":expected", v);
+                }
             }
             req = req.transact_items(
                 TransactWriteItem::builder()
@@ -359,5 +388,102 @@ impl ItemStore for DynamoStore {
                 _ => return Ok(out),
             }
         }
+    }
+
+    async fn hit(
+        &self,
+        pk: &str,
+        sk: &str,
+        limit: u64,
+        window_secs: u64,
+        now: u64,
+    ) -> Result<Hit, StoreError> {
+        let fresh_until = now.saturating_add(window_secs);
+        // A few rounds at most: each lost race means another caller made progress.
+        for _ in 0..4 {
+            // One conditional ADD: counted only while the live window is below the limit.
+            let res = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(key(pk, sk)))
+                .update_expression(
+                    "ADD #n :one SET #t = if_not_exists(#t, :until), #d = if_not_exists(#d, :empty)",
+                )
+                .condition_expression("attribute_not_exists(pk) OR (#t > :now AND #n < :limit)")
+                .expression_attribute_names("#n", "n")
+                .expression_attribute_names("#t", "ttl")
+                .expression_attribute_names("#d", "data")
+                .expression_attribute_values(":one", n(1))
+                .expression_attribute_values(":until", n(fresh_until))
+                .expression_attribute_values(":now", n(now))
+                .expression_attribute_values(":limit", n(limit))
+                .expression_attribute_values(":empty", s("{}"))
+                .return_values(ReturnValue::UpdatedNew)
+                .send()
+                .await;
+            match res {
+                Ok(out) => {
+                    let count = out
+                        .attributes()
+                        .map(|a| num_attr(a, "n"))
+                        .transpose()?
+                        .flatten()
+                        .unwrap_or(1);
+                    if count > limit {
+                        // Only possible with limit 0 on a new item.
+                        return Ok(Hit::Refused { until: fresh_until });
+                    }
+                    return Ok(Hit::Counted { count });
+                }
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(|s| s.is_conditional_check_failed_exception()) => {}
+                Err(e) => return Err(unavailable(e)),
+            }
+            let stored = self
+                .client
+                .get_item()
+                .table_name(&self.table)
+                .set_key(Some(key(pk, sk)))
+                .consistent_read(true)
+                .send()
+                .await
+                .map_err(unavailable)?;
+            let Some(item) = stored.item() else { continue };
+            let until = num_attr(item, "ttl")?.unwrap_or(0);
+            if until > now {
+                return Ok(Hit::Refused { until });
+            }
+            // The window is over (DynamoDB deletes expired items lazily): start a new
+            // one, unless another caller already did.
+            let res = self
+                .client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(HashMap::from([
+                    ("pk".to_owned(), s(pk)),
+                    ("sk".to_owned(), s(sk)),
+                    ("n".to_owned(), n(1)),
+                    ("ttl".to_owned(), n(fresh_until)),
+                    ("data".to_owned(), s("{}")),
+                ])))
+                .condition_expression("#t = :old")
+                .expression_attribute_names("#t", "ttl")
+                .expression_attribute_values(":old", n(until))
+                .send()
+                .await;
+            match res {
+                Ok(_) if limit > 0 => return Ok(Hit::Counted { count: 1 }),
+                Ok(_) => return Ok(Hit::Refused { until: fresh_until }),
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(|s| s.is_conditional_check_failed_exception()) => {}
+                Err(e) => return Err(unavailable(e)),
+            }
+        }
+        Err(StoreError::Unavailable(
+            "attempt counter is contended".into(),
+        ))
     }
 }

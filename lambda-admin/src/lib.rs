@@ -10,15 +10,20 @@
 
 pub mod admin;
 pub mod app;
+pub mod app_login;
 pub mod config;
 pub mod crypto;
 pub mod dynamo;
 pub mod error;
+pub mod jobs;
 pub mod local;
+pub mod login;
 pub mod members;
 pub mod model;
+pub mod outbox;
 pub mod payments;
 pub mod runtime;
+pub mod ssrf;
 pub mod store;
 pub mod summary;
 pub mod sync;

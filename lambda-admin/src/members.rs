@@ -4,16 +4,16 @@
 use lambda_http::{Body, Response};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tollbooth_core::auth::{hash_secret, verify_callback, ApiKey};
+use tollbooth_core::auth::ApiKey;
 use tollbooth_core::billing::PlanPeriod;
 use tollbooth_core::keyrecord::{KeyRecord, KeyRole, KeyStatus};
 
-use crate::app::{
-    created, esc, issue_session, ok, push, raw_response, session_claims, AppState, Ctx,
-};
+use crate::app::{created, issue_session, ok, session_claims, AppState, Ctx};
 use crate::crypto::{self, hash_password, new_id, new_token, verify_password};
 use crate::error::{ApiError, ApiResult};
+use crate::login::{self, Realm};
 use crate::model::*;
+use crate::outbox;
 use crate::store::{ItemStore, Put, Query};
 use crate::sync::{calls, EdgeSync, SyncCall};
 
@@ -114,6 +114,7 @@ pub async fn create_member<S: ItemStore>(
         password_hash: hash_password(password)?,
         status: MemberStatus::Active,
         created_at: now,
+        version: 0,
     };
     let claim = to_item(
         email_pk(&email),
@@ -138,80 +139,27 @@ pub async fn create_member<S: ItemStore>(
     }
 }
 
-/// Checks email and password with lockout: after `max_login_failures` failures the
-/// account refuses every attempt (even a correct one) for `lockout_secs`.
+/// Checks email and password with lockout (see [`crate::login`]): after
+/// `max_login_failures` attempts the account refuses every attempt (even a correct one)
+/// until its window of `lockout_secs` ends.
 pub async fn authenticate<S: ItemStore, E>(
     st: &AppState<S, E>,
     email: &str,
     password: &str,
+    address: &str,
     now: u64,
 ) -> ApiResult<Member> {
-    let email = normalize_email(email).map_err(|_| bad_credentials())?;
-    let fails: LoginFailures = load(&st.store, &lock_pk(&email), ONE, now)
-        .await?
-        .unwrap_or_default();
-    if fails.locked_until > now {
-        return Err(locked(fails.locked_until - now));
-    }
+    let email = normalize_email(email).map_err(|_| login::bad_credentials())?;
     let member: Option<Member> =
         match load::<EmailClaim, _>(&st.store, &email_pk(&email), ONE, now).await? {
             Some(c) => load(&st.store, &member_pk(&c.member_id), PROFILE, now).await?,
             None => None,
         };
-    let good = match &member {
-        Some(m) => verify_password(password, &m.password_hash),
-        None => {
-            // Same work either way, so timing does not reveal which emails exist.
-            let _ = verify_password(password, DUMMY_HASH);
-            false
-        }
-    };
-    match (good, member) {
-        (true, Some(m)) => {
-            if fails.count > 0 {
-                st.store.delete(&lock_pk(&email), ONE).await?;
-            }
-            Ok(m)
-        }
-        _ => {
-            let count = fails.count.saturating_add(1);
-            let locked_until = if count >= st.policy.max_login_failures {
-                now.saturating_add(st.policy.lockout_secs)
-            } else {
-                0
-            };
-            let item = to_item(
-                lock_pk(&email),
-                ONE,
-                &LoginFailures {
-                    count: if locked_until > 0 { 0 } else { count },
-                    locked_until,
-                },
-            )?
-            .ttl(now.saturating_add(st.policy.lockout_secs.max(3600)));
-            put(&st.store, item).await?;
-            if locked_until > 0 {
-                Err(locked(st.policy.lockout_secs))
-            } else {
-                Err(bad_credentials())
-            }
-        }
-    }
-}
-
-const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$0n4zpnH2tYCm7V3S1lJp7sZJ0YlOu0fz4gB2o7fG5yE";
-
-fn bad_credentials() -> ApiError {
-    ApiError::unauthorized("email or password is wrong")
-}
-
-fn locked(retry_after: u64) -> ApiError {
-    ApiError::new(
-        429,
-        "rate_limit_error",
-        "account_locked",
-        format!("too many failed logins; try again in {retry_after} s"),
-    )
+    let account = member.map(|m| {
+        let hash = m.password_hash.clone();
+        (m, hash)
+    });
+    login::check(st, Realm::Member, &email, address, password, account, now).await
 }
 
 async fn start_session<S: ItemStore, E>(
@@ -250,7 +198,7 @@ pub async fn signup_handler<S: ItemStore, E: EdgeSync>(
         ctx.now,
     )
     .await?;
-    let edge = push(&st.sync, vec![member_push(&member, None, ctx.now)]).await;
+    let edge = outbox::send(st, vec![member_push(&member, None, ctx.now)], ctx.now).await?;
     let mut body = start_session(st, &member, ctx.now).await?;
     if let Some(o) = body.as_object_mut() {
         o.insert("edge".into(), edge);
@@ -258,18 +206,66 @@ pub async fn signup_handler<S: ItemStore, E: EdgeSync>(
     created(body)
 }
 
-/// The member record for the edge (`PUT /internal/v1/members/{id}`).
+/// The member record for the edge (`PUT /internal/v1/members/{id}`), at the member's
+/// version. It never carries `status` (the edge keeps the stored one): status changes
+/// are the admin's, through [`calls::member_status`], so no member-initiated push can
+/// undo a suspension.
 pub fn member_push(m: &Member, plan_expires_at: Option<u64>, now: u64) -> SyncCall {
     calls::member(
         &m.id,
-        json!({"email": m.email, "username": m.username, "status": m.status.as_str(),
-               "plan_expires_at": plan_expires_at}),
+        json!({"email": m.email, "username": m.username,
+               "plan_expires_at": plan_expires_at, "version": m.version}),
         format!(
-            "member-{}-{now}-{}",
+            "member-{}-v{}-{now}-{}",
             m.id,
+            m.version,
             crate::crypto::new_id().unwrap_or_default()
         ),
     )
+}
+
+/// Writes `m` (whose version the caller has bumped from `before`) with a
+/// compare-and-swap on the stored version, together with `extra` items and outbox
+/// entries for `calls`, in one transaction; then sends the entries. `None` when the
+/// member changed under the writer (the caller reloads and retries).
+pub async fn commit_member<S: ItemStore, E: EdgeSync>(
+    st: &AppState<S, E>,
+    before: u64,
+    m: &Member,
+    extra: Vec<(crate::store::Item, Put)>,
+    calls: Vec<SyncCall>,
+    now: u64,
+) -> ApiResult<Option<Value>> {
+    let entries = outbox::entries(&calls, now)?;
+    let mut items = vec![(m.item()?, Put::IfVersion(before))];
+    items.extend(extra);
+    items.extend(outbox::items(&entries)?);
+    match st.store.put_all(items).await {
+        Ok(()) => Ok(Some(outbox::deliver(st, entries, now).await)),
+        Err(crate::store::StoreError::Conflict) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// How often a versioned write is retried after losing a race.
+pub const CAS_TRIES: usize = 5;
+
+pub fn busy() -> ApiError {
+    ApiError::conflict("the account is changing; retry")
+}
+
+/// Loads the member for a versioned change: the member and its version before it.
+pub async fn load_member<S: ItemStore>(
+    store: &S,
+    id: &str,
+    now: u64,
+) -> ApiResult<Option<(Member, u64)>> {
+    Ok(load::<Member, _>(store, &member_pk(id), PROFILE, now)
+        .await?
+        .map(|m| {
+            let v = m.version;
+            (m, v)
+        }))
 }
 
 pub async fn login_handler<S: ItemStore, E: EdgeSync>(
@@ -277,7 +273,8 @@ pub async fn login_handler<S: ItemStore, E: EdgeSync>(
     ctx: &Ctx,
 ) -> ApiResult<Response<Body>> {
     let b: LoginBody = ctx.json()?;
-    let member = authenticate(st, &b.email, &b.password, ctx.now).await?;
+    let address = login::client_address(ctx);
+    let member = authenticate(st, &b.email, &b.password, &address, ctx.now).await?;
     if member.status == MemberStatus::Suspended {
         return Err(ApiError::forbidden("this account is suspended"));
     }
@@ -329,17 +326,30 @@ pub async fn update_profile_handler<S: ItemStore, E: EdgeSync>(
     st: &AppState<S, E>,
     ctx: &Ctx,
 ) -> ApiResult<Response<Body>> {
-    let mut m = current_member(st, ctx).await?;
+    let me = current_member(st, ctx).await?;
     let b: ProfileBody = ctx.json()?;
-    m.username = check_username(&b.username)?;
-    put(&st.store, m.item()?).await?;
-    let sub: Option<Subscription> =
-        load(&st.store, &member_pk(&m.id), SUBSCRIPTION, ctx.now).await?;
-    let edge = push(
-        &st.sync,
-        vec![member_push(&m, sub.and_then(|s| s.expires_at), ctx.now)],
-    )
-    .await;
+    let username = check_username(&b.username)?;
+    // Versioned: only the username changes, on the member as stored now, so a
+    // concurrent suspension is never written back as active.
+    let mut done = None;
+    for _ in 0..CAS_TRIES {
+        let (mut m, before) = load_member(&st.store, &me.id, ctx.now)
+            .await?
+            .ok_or_else(|| ApiError::unauthorized("member no longer exists"))?;
+        if m.status == MemberStatus::Suspended {
+            return Err(ApiError::forbidden("this account is suspended"));
+        }
+        m.username = username.clone();
+        m.version = before.saturating_add(1);
+        let sub: Option<Subscription> =
+            load(&st.store, &member_pk(&m.id), SUBSCRIPTION, ctx.now).await?;
+        let call = member_push(&m, sub.and_then(|s| s.expires_at), ctx.now);
+        if let Some(edge) = commit_member(st, before, &m, vec![], vec![call], ctx.now).await? {
+            done = Some((m, edge));
+            break;
+        }
+    }
+    let (m, edge) = done.ok_or_else(busy)?;
     let mut v = m.public();
     if let Some(o) = v.as_object_mut() {
         o.insert("edge".into(), edge);
@@ -359,17 +369,35 @@ pub async fn password_handler<S: ItemStore, E: EdgeSync>(
     st: &AppState<S, E>,
     ctx: &Ctx,
 ) -> ApiResult<Response<Body>> {
-    let mut m = current_member(st, ctx).await?;
+    let me = current_member(st, ctx).await?;
     let b: PasswordBody = ctx.json()?;
-    if !verify_password(&b.current_password, &m.password_hash) {
+    if !verify_password(&b.current_password, &me.password_hash) {
         return Err(ApiError {
             param: Some("current_password".into()),
             ..ApiError::unauthorized("current password is wrong")
         });
     }
-    check_password(&b.new_password, &m.email, "new_password")?;
-    m.password_hash = hash_password(&b.new_password)?;
-    put(&st.store, m.item()?).await?;
+    check_password(&b.new_password, &me.email, "new_password")?;
+    let hash = hash_password(&b.new_password)?;
+    let mut saved = None;
+    for _ in 0..CAS_TRIES {
+        let (mut m, before) = load_member(&st.store, &me.id, ctx.now)
+            .await?
+            .ok_or_else(|| ApiError::unauthorized("member no longer exists"))?;
+        if m.status == MemberStatus::Suspended {
+            return Err(ApiError::forbidden("this account is suspended"));
+        }
+        m.password_hash = hash.clone();
+        m.version = before.saturating_add(1);
+        if commit_member(st, before, &m, vec![], vec![], ctx.now)
+            .await?
+            .is_some()
+        {
+            saved = Some(m);
+            break;
+        }
+    }
+    let m = saved.ok_or_else(busy)?;
     for it in st.store.query(index1(&member_pk(&m.id))).await? {
         if it.sk == ONE && it.pk.starts_with("SESSION#") {
             st.store.delete(&it.pk, ONE).await?;
@@ -380,20 +408,19 @@ pub async fn password_handler<S: ItemStore, E: EdgeSync>(
 
 // ---- keys ----------------------------------------------------------------------------
 
-/// The edge record for a key: plan from the member's subscription, status from the
-/// member's status.
-pub async fn key_record<S: ItemStore>(
-    store: &S,
+/// The edge record for a key: plan from the member's subscription (if active at
+/// `now`), version = the member's version (the edge ignores lower versions).
+pub fn key_record_for(
     key: &MemberKey,
+    sub: Option<&Subscription>,
+    version: u64,
     now: u64,
-) -> ApiResult<KeyRecord> {
-    let sub: Option<Subscription> =
-        load(store, &member_pk(&key.member_id), SUBSCRIPTION, now).await?;
+) -> KeyRecord {
     let plan_id = sub
-        .filter(|s| s.status == "active" && s.expires_at.is_none_or(|t| t > now))
-        .map(|s| s.plan_id)
+        .filter(|s| s.active(now))
+        .map(|s| s.plan_id.clone())
         .unwrap_or_else(|| "none".into());
-    Ok(KeyRecord {
+    KeyRecord {
         public_id: key.public_id.clone(),
         secret_hash: key.secret_hash.clone(),
         member_id: key.member_id.clone(),
@@ -408,8 +435,22 @@ pub async fn key_record<S: ItemStore>(
         app_id: None,
         byok: false,
         name: Some(key.name.clone()),
-        version: 0,
-    })
+        version,
+    }
+}
+
+/// [`key_record_for`] with the subscription and version as stored now.
+pub async fn key_record<S: ItemStore>(
+    store: &S,
+    key: &MemberKey,
+    now: u64,
+) -> ApiResult<KeyRecord> {
+    let sub: Option<Subscription> =
+        load(store, &member_pk(&key.member_id), SUBSCRIPTION, now).await?;
+    let version = load_member(store, &key.member_id, now)
+        .await?
+        .map_or(0, |(_, v)| v);
+    Ok(key_record_for(key, sub.as_ref(), version, now))
 }
 
 /// Creates a key for a member and pushes it to the edge. Returns the key entity, the
@@ -441,40 +482,56 @@ pub async fn create_key<S: ItemStore, E: EdgeSync>(
             Some(_) => Some(crypto::seal(&st.master_key, &full)?),
             None => None,
         },
+        revoked_at: None,
     };
-    st.store.put(entity.item()?, Put::IfAbsent).await?;
-    let record = key_record(&st.store, &entity, now).await?;
-    let edge = push(
-        &st.sync,
-        vec![calls::put_key(
+    // A versioned change of the member: the key's record is built from the subscription
+    // and version of this write, so a concurrent plan change (which lists the keys at
+    // its own version) cannot leave the new key with an older plan at the edge.
+    for _ in 0..CAS_TRIES {
+        let (mut m, before) = load_member(&st.store, member_id, now)
+            .await?
+            .ok_or_else(|| ApiError::not_found("member"))?;
+        m.version = before.saturating_add(1);
+        let sub: Option<Subscription> =
+            load(&st.store, &member_pk(member_id), SUBSCRIPTION, now).await?;
+        let record = key_record_for(&entity, sub.as_ref(), m.version, now);
+        let call = calls::put_key(
             &record,
-            format!("key-put-{}-{now}", entity.public_id),
-        )],
-    )
-    .await;
-    Ok((entity, full, edge))
+            format!("key-put-{}-v{}-{now}", entity.public_id, record.version),
+        );
+        let extra = vec![(entity.item()?, Put::IfAbsent)];
+        if let Some(edge) = commit_member(st, before, &m, extra, vec![call], now).await? {
+            return Ok((entity, full, edge));
+        }
+    }
+    Err(busy())
 }
 
 pub async fn revoke_key<S: ItemStore, E: EdgeSync>(
     st: &AppState<S, E>,
     member_id: &str,
     public_id: &str,
+    now: u64,
 ) -> ApiResult<Value> {
-    let existing = st
-        .store
-        .get(&member_pk(member_id), &key_sk(public_id))
-        .await?;
-    if existing.is_none() {
-        return Err(ApiError::not_found("key"));
-    }
-    st.store
-        .delete(&member_pk(member_id), &key_sk(public_id))
-        .await?;
-    Ok(push(
-        &st.sync,
-        vec![calls::delete_key(public_id, format!("key-del-{public_id}"))],
-    )
-    .await)
+    let key: MemberKey = load(&st.store, &member_pk(member_id), &key_sk(public_id), now)
+        .await?
+        .filter(|k: &MemberKey| k.revoked_at.is_none())
+        .ok_or_else(|| ApiError::not_found("key"))?;
+    // A tombstone, not a deletion: the key is never listed or pushed again, and the
+    // revocation (a tombstone at the edge too) is in the outbox until acknowledged.
+    let tomb = MemberKey {
+        revoked_at: Some(now),
+        sealed_key: None,
+        ..key
+    };
+    let entries = outbox::entries(
+        &[calls::delete_key(public_id, format!("key-del-{public_id}"))],
+        now,
+    )?;
+    let mut items = vec![(tomb.item()?, Put::Upsert)];
+    items.extend(outbox::items(&entries)?);
+    st.store.put_all(items).await?;
+    Ok(outbox::deliver(st, entries, now).await)
 }
 
 pub async fn member_keys<S: ItemStore>(
@@ -482,7 +539,9 @@ pub async fn member_keys<S: ItemStore>(
     member_id: &str,
     now: u64,
 ) -> ApiResult<Vec<MemberKey>> {
-    load_all(store, Query::table(member_pk(member_id), "KEY#"), now).await
+    let all: Vec<MemberKey> =
+        load_all(store, Query::table(member_pk(member_id), "KEY#"), now).await?;
+    Ok(all.into_iter().filter(|k| k.revoked_at.is_none()).collect())
 }
 
 #[derive(Deserialize)]
@@ -521,88 +580,143 @@ pub async fn revoke_key_handler<S: ItemStore, E: EdgeSync>(
     id: &str,
 ) -> ApiResult<Response<Body>> {
     let m = current_member(st, ctx).await?;
-    let edge = revoke_key(st, &m.id, id).await?;
+    let edge = revoke_key(st, &m.id, id, ctx.now).await?;
     ok(json!({"ok": true, "edge": edge}))
 }
 
 // ---- subscriptions -------------------------------------------------------------------
 
 /// Starts, renews or changes (upgrade/downgrade) a member's subscription, then pushes
-/// the allowance for the current period and re-pushes the member's keys with the plan.
+/// the allowance for the current period and the member's keys with the plan.
+///
+/// Periods are the member's, not the plan's: switching to a free plan inside the
+/// member's current period keeps that period (same `period_start`, so the edge updates
+/// the same allowance row and keeps what was used), so toggling between plans never
+/// opens a fresh allowance. Only a paid plan (paid for) starts a new period now;
+/// renewing the same paid plan keeps its anchor.
 pub async fn subscribe<S: ItemStore, E: EdgeSync>(
     st: &AppState<S, E>,
     member_id: &str,
     plan: &Plan,
     now: u64,
 ) -> ApiResult<(Subscription, Value)> {
-    let prev: Option<Subscription> =
-        load(&st.store, &member_pk(member_id), SUBSCRIPTION, now).await?;
-    // Renewing the same plan keeps its anchor; a new plan starts a new anchor now.
-    let anchor = match &prev {
-        Some(p) if p.plan_id == plan.id && p.status == "active" => p.started_at,
-        _ => now,
-    };
-    let (period_start, period_end) = plan.period.bounds(anchor, now);
-    let expires_at = if plan.price_micros == 0 || plan.period == PlanPeriod::None {
-        None
-    } else {
-        Some(period_end)
-    };
-    let grant_id = format!("{member_id}-{}-{period_start}", plan.id);
-    let sub = Subscription {
-        member_id: member_id.to_owned(),
-        plan_id: plan.id.clone(),
-        started_at: anchor,
-        period_start,
-        period_end,
-        expires_at,
-        status: "active".into(),
-        grant_id: grant_id.clone(),
-    };
-    put(
-        &st.store,
-        to_item(member_pk(member_id), SUBSCRIPTION, &sub)?,
-    )
-    .await?;
-    put(
-        &st.store,
-        to_item(
-            member_pk(member_id),
-            format!("SUBHIST#{now:010}#{}", plan.id),
-            &sub,
-        )?,
-    )
-    .await?;
-    let mut pushes = vec![calls::allowance(
-        member_id,
-        json!({"plan_id": plan.id, "unit": plan.allowance_unit, "amount": plan.allowance_amount,
-               "period_start": period_start, "period_end": period_end, "grant_id": grant_id,
-               // Self-renewing (free) plans renew at the edge; paid ones end with the period.
-               "period": if expires_at.is_none() { plan.period } else { PlanPeriod::None }}),
-        &grant_id,
-    )];
-    if let Some(m) = load::<Member, _>(&st.store, &member_pk(member_id), PROFILE, now).await? {
+    for _ in 0..CAS_TRIES {
+        let (mut m, before) = load_member(&st.store, member_id, now)
+            .await?
+            .ok_or_else(|| ApiError::not_found("member"))?;
+        let prev: Option<Subscription> =
+            load(&st.store, &member_pk(member_id), SUBSCRIPTION, now).await?;
+        let paid = plan.price_micros > 0 && plan.period != PlanPeriod::None;
+        let (anchor, period_start, period_end) = if paid {
+            let anchor = match &prev {
+                Some(p) if p.plan_id == plan.id && p.status == "active" => p.started_at,
+                _ => now,
+            };
+            let (s, e) = plan.period.bounds(anchor, now);
+            (anchor, s, e)
+        } else {
+            match prev.as_ref().and_then(|p| p.current_period(now)) {
+                Some((s, e)) => (s, s, e),
+                None => {
+                    let (s, e) = plan.period.bounds(now, now);
+                    (now, s, e)
+                }
+            }
+        };
+        let expires_at = paid.then_some(period_end);
+        m.version = before.saturating_add(1);
+        // Unique per change (the edge applies a grant id once); the period start is the
+        // allowance row it updates.
+        let grant_id = format!("{member_id}-{period_start}-v{}", m.version);
+        let sub = Subscription {
+            member_id: member_id.to_owned(),
+            plan_id: plan.id.clone(),
+            started_at: anchor,
+            period_start,
+            period_end,
+            expires_at,
+            status: "active".into(),
+            grant_id: grant_id.clone(),
+            period: Some(plan.period),
+        };
+        let extra = vec![
+            (sub.item()?, Put::Upsert),
+            (
+                to_item(
+                    member_pk(member_id),
+                    format!("SUBHIST#{now:010}#{}", plan.id),
+                    &sub,
+                )?,
+                Put::Upsert,
+            ),
+        ];
+        let mut pushes = vec![calls::allowance(
+            member_id,
+            json!({"plan_id": plan.id, "unit": plan.allowance_unit, "amount": plan.allowance_amount,
+                   "period_start": period_start, "period_end": period_end, "grant_id": grant_id,
+                   // Self-renewing (free) plans renew at the edge; paid ones end with the period.
+                   "period": if expires_at.is_none() { plan.period } else { PlanPeriod::None }}),
+            &grant_id,
+        )];
         pushes.push(member_push(&m, expires_at, now));
+        pushes.extend(key_calls(st, &m, Some(&sub), now).await?);
+        if let Some(edge) = commit_member(st, before, &m, extra, pushes, now).await? {
+            return Ok((sub, edge));
+        }
     }
-    pushes.extend(key_pushes(st, member_id, now).await?);
-    Ok((sub, push(&st.sync, pushes).await))
+    Err(busy())
 }
 
-/// Re-pushes every key of a member (after a plan or status change).
-pub async fn key_pushes<S: ItemStore, E>(
+/// The key records of every live key of `m` under `sub`, at `m.version`.
+pub async fn key_calls<S: ItemStore, E>(
     st: &AppState<S, E>,
-    member_id: &str,
+    m: &Member,
+    sub: Option<&Subscription>,
     now: u64,
 ) -> ApiResult<Vec<SyncCall>> {
     let mut out = Vec::new();
-    for k in member_keys(&st.store, member_id, now).await? {
-        let rec = key_record(&st.store, &k, now).await?;
+    for k in member_keys(&st.store, &m.id, now).await? {
+        let rec = key_record_for(&k, sub, m.version, now);
         out.push(calls::put_key(
             &rec,
-            format!("key-put-{}-{now}-{}", k.public_id, rec.plan_id),
+            format!("key-put-{}-v{}-{}", k.public_id, rec.version, rec.plan_id),
         ));
     }
     Ok(out)
+}
+
+/// Re-pushes the member's keys with its subscription as stored (after a plan or
+/// status change), as a new member version; returns the outbox outcome.
+pub async fn repush_keys<S: ItemStore, E: EdgeSync>(
+    st: &AppState<S, E>,
+    member_id: &str,
+    extra_for: impl Fn(&Option<Subscription>) -> ApiResult<Vec<(crate::store::Item, Put)>>,
+    sub_override: Option<Subscription>,
+    now: u64,
+) -> ApiResult<Value> {
+    for _ in 0..CAS_TRIES {
+        let (mut m, before) = load_member(&st.store, member_id, now)
+            .await?
+            .ok_or_else(|| ApiError::not_found("member"))?;
+        let sub: Option<Subscription> = match &sub_override {
+            Some(s) => Some(s.clone()),
+            None => load(&st.store, &member_pk(member_id), SUBSCRIPTION, now).await?,
+        };
+        m.version = before.saturating_add(1);
+        let mut pushes = vec![member_push(
+            &m,
+            sub.as_ref()
+                .filter(|s| s.active(now))
+                .and_then(|s| s.expires_at),
+            now,
+        )];
+        pushes.extend(key_calls(st, &m, sub.as_ref(), now).await?);
+        let extra = extra_for(&sub)?;
+        if let Some(edge) = commit_member(st, before, &m, extra, pushes, now).await? {
+            return Ok(edge);
+        }
+    }
+    Err(busy())
 }
 
 #[derive(Deserialize)]
@@ -645,212 +759,6 @@ pub async fn subscribe_handler<S: ItemStore, E: EdgeSync>(
     }
     let (sub, edge) = subscribe(st, &m.id, &plan, ctx.now).await?;
     ok(json!({"subscription": sub, "edge": edge}))
-}
-
-// ---- the app login flow --------------------------------------------------------------
-
-async fn app_and_redirect<S: ItemStore>(
-    store: &S,
-    app_id: &str,
-    redirect_uri: &str,
-    now: u64,
-) -> ApiResult<App> {
-    let app: App = load(store, &app_pk(app_id), ONE, now)
-        .await?
-        .ok_or_else(|| ApiError {
-            param: Some("app_id".into()),
-            ..ApiError::bad_request("unknown app_id")
-        })?;
-    // Exact match only: a prefix match would let `https://app.example.com.evil.io` in.
-    if !app.callback_urls.iter().any(|u| u == redirect_uri) {
-        return Err(ApiError {
-            param: Some("redirect_uri".into()),
-            ..ApiError::bad_request("redirect_uri is not registered for this app")
-        });
-    }
-    Ok(app)
-}
-
-fn login_page(status: u16, app: &App, redirect_uri: &str, error: Option<&str>) -> Response<Body> {
-    let err = error
-        .map(|e| format!("<p class=\"error\" role=\"alert\">{}</p>", esc(e)))
-        .unwrap_or_default();
-    let html = format!(
-        r#"<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
-<title>Sign in to {name}</title>
-<style>body{{font-family:system-ui,sans-serif;max-width:24rem;margin:4rem auto;padding:0 1rem}}
-label,input,button{{display:block;width:100%;margin:.4rem 0}}input{{padding:.5rem}}button{{padding:.6rem}}
-.error{{color:#b00020}}</style></head>
-<body><h1>Sign in</h1><p>to continue to <strong>{name}</strong></p>{err}
-<form method="post" action="/authorization">
-<input type="hidden" name="app_id" value="{app_id}">
-<input type="hidden" name="redirect_uri" value="{redirect}">
-<label>Email <input type="email" name="email" autocomplete="email" required></label>
-<label>Password <input type="password" name="password" autocomplete="current-password" required minlength="{min}"></label>
-<button type="submit" name="action" value="login">Sign in</button>
-<button type="submit" name="action" value="signup">Create account</button>
-</form></body></html>"#,
-        name = esc(&app.name),
-        app_id = esc(&app.id),
-        redirect = esc(redirect_uri),
-        min = MIN_PASSWORD_LEN,
-    );
-    let mut resp = raw_response(status, "text/html; charset=utf-8", html);
-    resp.headers_mut().insert(
-        http::header::HeaderName::from_static("content-security-policy"),
-        http::HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'"),
-    );
-    resp
-}
-
-pub async fn authorization_page_handler<S: ItemStore, E: EdgeSync>(
-    st: &AppState<S, E>,
-    ctx: &Ctx,
-) -> ApiResult<Response<Body>> {
-    let app_id = ctx.query.get("app_id").map(String::as_str).unwrap_or("");
-    let redirect = ctx
-        .query
-        .get("redirect_uri")
-        .map(String::as_str)
-        .unwrap_or("");
-    let app = app_and_redirect(&st.store, app_id, redirect, ctx.now).await?;
-    Ok(login_page(200, &app, redirect, None))
-}
-
-/// Logs in (or signs up) and redirects to the app's callback with a single-use token.
-pub async fn authorization_submit_handler<S: ItemStore, E: EdgeSync>(
-    st: &AppState<S, E>,
-    ctx: &Ctx,
-) -> ApiResult<Response<Body>> {
-    let form = ctx.form();
-    let field = |k: &str| form.get(k).map(String::as_str).unwrap_or("");
-    let redirect = field("redirect_uri");
-    let app = app_and_redirect(&st.store, field("app_id"), redirect, ctx.now).await?;
-    let result = match field("action") {
-        "signup" => {
-            create_member(&st.store, field("email"), field("password"), None, ctx.now).await
-        }
-        _ => authenticate(st, field("email"), field("password"), ctx.now).await,
-    };
-    let member = match result {
-        Ok(m) if m.status == MemberStatus::Suspended => {
-            return Ok(login_page(
-                403,
-                &app,
-                redirect,
-                Some("this account is suspended"),
-            ))
-        }
-        Ok(m) => m,
-        Err(e) => return Ok(login_page(e.status, &app, redirect, Some(&e.message))),
-    };
-    let token = new_token()?;
-    let expires_at = ctx.now.saturating_add(st.policy.app_token_ttl_secs);
-    let item = to_item(
-        app_token_pk(&hash_secret(&token)),
-        ONE,
-        &AppToken {
-            member_id: member.id.clone(),
-            app_id: app.id.clone(),
-            expires_at,
-        },
-    )?
-    .ttl(expires_at);
-    put(&st.store, item).await?;
-    let secret = crypto::open(&st.master_key, &app.sealed_secret)?;
-    let sign = tollbooth_core::auth::sign_callback(secret.as_bytes(), &token, ctx.now);
-    let sep = if redirect.contains('?') { '&' } else { '?' };
-    let location = format!("{redirect}{sep}token={token}&sign={sign}&time={}", ctx.now);
-    let mut resp = raw_response(302, "text/plain; charset=utf-8", String::new());
-    let loc = http::HeaderValue::from_str(&location).map_err(|_| {
-        ApiError::invalid("redirect_uri", "redirect_uri is not a valid header value")
-    })?;
-    resp.headers_mut().insert(http::header::LOCATION, loc);
-    Ok(resp)
-}
-
-/// Exchanges a callback token (once) for the member's profile and an API key bound to
-/// the app. When the app passes `sign` and `time` (query), they are checked first and a
-/// mismatch leaves the token unused.
-pub async fn verify_token_handler<S: ItemStore, E: EdgeSync>(
-    st: &AppState<S, E>,
-    ctx: &Ctx,
-) -> ApiResult<Response<Body>> {
-    let token = ctx
-        .bearer()
-        .ok_or_else(|| ApiError::unauthorized("missing bearer token"))?
-        .to_owned();
-    let pk = app_token_pk(&hash_secret(&token));
-    let invalid = || ApiError {
-        code: "invalid_token",
-        ..ApiError::unauthorized("token is invalid, expired or already used")
-    };
-    let pending: AppToken = load(&st.store, &pk, ONE, ctx.now)
-        .await?
-        .ok_or_else(invalid)?;
-    if pending.expires_at <= ctx.now {
-        return Err(invalid());
-    }
-    let app: App = load(&st.store, &app_pk(&pending.app_id), ONE, ctx.now)
-        .await?
-        .ok_or_else(invalid)?;
-    if let (Some(sign), Some(time)) = (ctx.query.get("sign"), ctx.query.get("time")) {
-        let time: u64 = time
-            .parse()
-            .map_err(|_| ApiError::invalid("time", "time must be unix seconds"))?;
-        let secret = crypto::open(&st.master_key, &app.sealed_secret)?;
-        verify_callback(
-            secret.as_bytes(),
-            &token,
-            time,
-            sign,
-            ctx.now,
-            st.policy.app_token_ttl_secs.max(60),
-        )
-        .map_err(|e| ApiError {
-            code: "invalid_sign",
-            ..ApiError::unauthorized(format!("sign rejected: {e}"))
-        })?;
-    }
-    // Atomic: of two concurrent exchanges only one gets the token.
-    let taken = st.store.take(&pk, ONE).await?;
-    if taken.is_none() {
-        return Err(invalid());
-    }
-    let member: Member = load(&st.store, &member_pk(&pending.member_id), PROFILE, ctx.now)
-        .await?
-        .ok_or_else(invalid)?;
-    if member.status == MemberStatus::Suspended {
-        return Err(ApiError::forbidden("this account is suspended"));
-    }
-    let existing = member_keys(&st.store, &member.id, ctx.now)
-        .await?
-        .into_iter()
-        .find(|k| k.app_id.as_deref() == Some(app.id.as_str()) && k.sealed_key.is_some());
-    let api_token = match existing.and_then(|k| k.sealed_key) {
-        Some(sealed) => crypto::open(&st.master_key, &sealed)?,
-        None => {
-            create_key(st, &member.id, &app.name, Some(&app.id), ctx.now)
-                .await?
-                .1
-        }
-    };
-    let sub: Option<Subscription> =
-        load(&st.store, &member_pk(&member.id), SUBSCRIPTION, ctx.now).await?;
-    let plan_name = match &sub {
-        Some(s) => load::<Plan, _>(&st.store, &plan_pk(&s.plan_id), ONE, ctx.now)
-            .await?
-            .map(|p| p.name),
-        None => None,
-    };
-    ok(json!({
-        "email": member.email,
-        "username": member.username,
-        "user_plan": plan_name,
-        "api_token": api_token,
-        "expire_at": sub.and_then(|s| s.expires_at).map(rfc3339),
-    }))
 }
 
 /// `YYYY-MM-DDTHH:MM:SSZ`.

@@ -114,6 +114,11 @@ pub struct Member {
     pub password_hash: String,
     pub status: MemberStatus,
     pub created_at: u64,
+    /// Bumped by every write (compare-and-swap, [`crate::store::Put::IfVersion`]) and
+    /// sent with every edge push of the member and its keys, so the edge ignores stale
+    /// pushes and a concurrent write cannot undo another (a suspension).
+    #[serde(default)]
+    pub version: u64,
 }
 
 impl Member {
@@ -123,7 +128,9 @@ impl Member {
                "status": self.status, "created_at": self.created_at})
     }
     pub fn item(&self) -> ApiResult<Item> {
-        Ok(to_item(member_pk(&self.id), PROFILE, self)?.gsi1("MEMBERS", self.email.clone()))
+        Ok(to_item(member_pk(&self.id), PROFILE, self)?
+            .gsi1("MEMBERS", self.email.clone())
+            .version(self.version))
     }
 }
 
@@ -159,6 +166,10 @@ pub struct MemberKey {
     pub app_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sealed_key: Option<String>,
+    /// Set when revoked: the key stays as a tombstone (never listed, never pushed) and
+    /// its revocation goes to the edge through the outbox.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<u64>,
 }
 
 impl MemberKey {
@@ -183,12 +194,16 @@ pub struct App {
     pub sealed_secret: String,
     pub callback_urls: Vec<String>,
     pub created_at: u64,
+    /// A public client (mobile, desktop, single-page app) cannot keep its secret: its
+    /// exchanges are authenticated by PKCE alone. Server apps also sign them.
+    #[serde(default)]
+    pub public: bool,
 }
 
 impl App {
     pub fn public(&self) -> Value {
         json!({"id": self.id, "name": self.name, "callback_urls": self.callback_urls,
-               "created_at": self.created_at})
+               "created_at": self.created_at, "public": self.public})
     }
 }
 
@@ -197,6 +212,12 @@ pub struct AppToken {
     pub member_id: String,
     pub app_id: String,
     pub expires_at: u64,
+    /// The callback the token was issued for: the exchange must name it.
+    #[serde(default)]
+    pub redirect_uri: Option<String>,
+    /// PKCE S256 challenge: the exchange must send its verifier.
+    #[serde(default)]
+    pub code_challenge: Option<String>,
 }
 
 // ---- plans and subscriptions -------------------------------------------------------
@@ -259,9 +280,47 @@ pub struct Subscription {
     pub expires_at: Option<u64>,
     pub status: String,
     pub grant_id: String,
+    /// The plan's period (free plans renew by it at the edge), to roll the current
+    /// period forward when the member switches plans.
+    #[serde(default)]
+    pub period: Option<PlanPeriod>,
+}
+
+impl Subscription {
+    /// The subscription item; a subscription that expires is also indexed (`gsi2`
+    /// `SUBEXP`, by expiry) for the downgrade job.
+    pub fn item(&self) -> ApiResult<Item> {
+        let it = to_item(member_pk(&self.member_id), SUBSCRIPTION, self)?;
+        Ok(match self.expires_at {
+            Some(t) if self.status == "active" => {
+                it.gsi2(SUB_EXPIRY_PK, format!("{t:010}#{}", self.member_id))
+            }
+            _ => it,
+        })
+    }
+
+    /// Active at `now`: not expired, not ended.
+    pub fn active(&self, now: u64) -> bool {
+        self.status == "active" && self.expires_at.is_none_or(|t| t > now)
+    }
+
+    /// The period of this subscription that contains `now`, if any: a renewing plan
+    /// rolls forward from its first period; a fixed one has only its own.
+    pub fn current_period(&self, now: u64) -> Option<(u64, u64)> {
+        if !self.active(now) {
+            return None;
+        }
+        match (self.expires_at, self.period) {
+            (None, Some(p)) if p != PlanPeriod::None => Some(p.bounds(self.started_at, now)),
+            _ => (self.period_start <= now && now < self.period_end)
+                .then_some((self.period_start, self.period_end)),
+        }
+    }
 }
 
 pub const SUBSCRIPTION: &str = "SUB";
+/// The `gsi2` partition of expiring subscriptions.
+pub const SUB_EXPIRY_PK: &str = "SUBEXP";
 
 // ---- providers and models ------------------------------------------------------------
 
@@ -273,6 +332,13 @@ pub struct StoredCredential {
     pub weight: u32,
 }
 
+/// A secret value at rest: sealed under the master key, with its masked form.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct StoredSecret {
+    pub sealed: String,
+    pub masked: String,
+}
+
 #[derive(Clone, Serialize, Deserialize)]
 pub struct StoredProvider {
     pub id: String,
@@ -281,14 +347,46 @@ pub struct StoredProvider {
     pub credentials: Vec<StoredCredential>,
     pub prefix_routing: bool,
     pub enabled: bool,
+    /// Plain header values of providers saved before headers were sealed; never
+    /// written now (a save moves them into `sealed_headers`).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub headers: std::collections::BTreeMap<String, String>,
+    /// Custom upstream headers (often auth: `cf-aig-authorization`, `Helicone-Auth`),
+    /// sealed like credentials and only ever shown masked.
+    #[serde(default)]
+    pub sealed_headers: std::collections::BTreeMap<String, StoredSecret>,
 }
 
 impl StoredProvider {
+    /// Header names with masked values, for every response.
+    pub fn masked_headers(&self) -> std::collections::BTreeMap<String, String> {
+        let mut out: std::collections::BTreeMap<String, String> = self
+            .headers
+            .iter()
+            .map(|(k, v)| (k.clone(), crate::crypto::mask(v)))
+            .collect();
+        for (k, v) in &self.sealed_headers {
+            out.insert(k.clone(), v.masked.clone());
+        }
+        out
+    }
+
+    /// The header values in clear, for the catalogue pushed to the edge only.
+    pub fn open_headers(
+        &self,
+        master_key: &[u8; 32],
+    ) -> ApiResult<std::collections::BTreeMap<String, String>> {
+        let mut out = self.headers.clone();
+        for (k, v) in &self.sealed_headers {
+            out.insert(k.clone(), crate::crypto::open(master_key, &v.sealed)?);
+        }
+        Ok(out)
+    }
+
     pub fn public(&self) -> Value {
         json!({"id": self.id, "kind": self.kind, "base_url": self.base_url,
                "prefix_routing": self.prefix_routing, "enabled": self.enabled,
-               "headers": self.headers,
+               "headers": self.masked_headers(),
                "credentials": self.credentials.iter().map(|c| json!({
                    "id": c.id, "secret": c.masked, "weight": c.weight})).collect::<Vec<_>>()})
     }

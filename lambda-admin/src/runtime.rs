@@ -11,9 +11,9 @@ use crate::config::Config;
 use crate::dynamo::DynamoStore;
 use crate::sync::HttpEdgeSync;
 
-/// Runs one function. Every binary serves the whole router (routes are cheap); which
-/// paths reach which function is decided by the API in template.yaml.
-pub async fn run() -> Result<(), lambda_http::Error> {
+/// Reads the config and builds the shared state (the store, the sync client, keys).
+async fn build_state() -> Result<(Config, AppState<DynamoStore, HttpEdgeSync>), lambda_http::Error>
+{
     let config = Config::from_env().map_err(|e| format!("configuration error: {e}"))?;
     let store = DynamoStore::from_env(config.table_name.clone()).await;
     if config.create_table {
@@ -42,7 +42,7 @@ pub async fn run() -> Result<(), lambda_http::Error> {
             .map(|s| s.0.clone())
             .unwrap_or_default(),
     );
-    let state = Arc::new(AppState {
+    let state = AppState {
         store,
         sync,
         jwt,
@@ -50,7 +50,15 @@ pub async fn run() -> Result<(), lambda_http::Error> {
         policy: config.policy.clone(),
         payments: crate::payments::Payments::from_env()
             .map_err(|e| format!("configuration error: {e}"))?,
-    });
+    };
+    Ok((config, state))
+}
+
+/// Runs one function. Every binary serves the whole router (routes are cheap); which
+/// paths reach which function is decided by the API in template.yaml.
+pub async fn run() -> Result<(), lambda_http::Error> {
+    let (config, state) = build_state().await?;
+    let state = Arc::new(state);
     let handler = move |req| {
         let state = Arc::clone(&state);
         async move { handle(&*state, req).await }
@@ -62,6 +70,41 @@ pub async fn run() -> Result<(), lambda_http::Error> {
                 let fut = handler(req);
                 async move { Ok::<_, std::convert::Infallible>(fut.await) }
             }))
+            .await
+        }
+    }
+}
+
+/// Runs the scheduled job ([`crate::jobs::run`]): once per EventBridge event under
+/// Lambda, or every `JOBS_INTERVAL_SECS` seconds locally.
+pub async fn run_jobs() -> Result<(), lambda_http::Error> {
+    let (_, state) = build_state().await?;
+    let state = Arc::new(state);
+    let interval = std::env::var("JOBS_INTERVAL_SECS")
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .filter(|n| *n > 0);
+    match interval {
+        Some(secs) => loop {
+            if let Err(e) = crate::jobs::run(&*state, unix_now(), false).await {
+                eprintln!(
+                    "{}",
+                    serde_json::json!({"msg": "jobs failed", "error": e.message})
+                );
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(secs)).await;
+        },
+        None => {
+            lambda_http::lambda_runtime::run(lambda_http::lambda_runtime::service_fn(
+                move |_event: lambda_http::lambda_runtime::LambdaEvent<serde_json::Value>| {
+                    let state = Arc::clone(&state);
+                    async move {
+                        crate::jobs::run(&*state, unix_now(), false)
+                            .await
+                            .map_err(|e| lambda_http::Error::from(e.message))
+                    }
+                },
+            ))
             .await
         }
     }

@@ -53,6 +53,8 @@ pub struct Item {
     /// Epoch seconds after which the item is dead (DynamoDB deletes it lazily, so
     /// readers must check it too).
     pub ttl: Option<u64>,
+    /// Optimistic-concurrency version (attribute `ver`), checked by [`Put::IfVersion`].
+    pub version: Option<u64>,
     /// The entity as JSON.
     pub data: String,
 }
@@ -78,6 +80,10 @@ impl Item {
         self.ttl = Some(ttl);
         self
     }
+    pub fn version(mut self, v: u64) -> Self {
+        self.version = Some(v);
+        self
+    }
     /// Whether the item is expired at `now`.
     pub fn expired(&self, now: u64) -> bool {
         self.ttl.is_some_and(|t| t <= now)
@@ -91,6 +97,19 @@ pub enum Put {
     Upsert,
     /// Fail with [`StoreError::Conflict`] when an item with the same key exists.
     IfAbsent,
+    /// Compare-and-swap: replace only while the stored item's version is `n` (an absent
+    /// item, or one written before versions, counts as version 0); otherwise
+    /// [`StoreError::Conflict`]. The new item carries its own (higher) version.
+    IfVersion(u64),
+}
+
+/// The outcome of [`ItemStore::hit`], an atomic attempt counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hit {
+    /// Counted: this is attempt `count` of the window (1-based), `count <= limit`.
+    Counted { count: u64 },
+    /// The window already holds `limit` attempts; it ends at `until` (epoch seconds).
+    Refused { until: u64 },
 }
 
 /// A query: items of one partition (of the table or an index) whose sort key starts
@@ -153,6 +172,25 @@ pub trait ItemStore: HealthStore {
         sk: &str,
     ) -> impl Future<Output = Result<Option<Item>, StoreError>> + Send;
     fn query(&self, q: Query) -> impl Future<Output = Result<Vec<Item>, StoreError>> + Send;
+    /// Counts one attempt in the window item `pk`/`sk`, atomically: when the window
+    /// (which starts at its first attempt and lasts `window_secs`) already holds `limit`
+    /// attempts the attempt is refused and nothing changes. Of N concurrent callers at
+    /// most `limit` per window are counted. An expired window starts over. Delete the
+    /// item to reset the count.
+    fn hit(
+        &self,
+        pk: &str,
+        sk: &str,
+        limit: u64,
+        window_secs: u64,
+        now: u64,
+    ) -> impl Future<Output = Result<Hit, StoreError>> + Send;
+}
+
+/// The data of a window item written by [`ItemStore::hit`] (the count lives in it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Window {
+    pub count: u64,
 }
 
 /// In-memory store for fast handler tests. Clones share the same data.
@@ -216,8 +254,13 @@ impl ItemStore for MemoryStore {
     async fn put_all(&self, items: Vec<(Item, Put)>) -> Result<(), StoreError> {
         self.with(|m| {
             for (item, mode) in &items {
-                if *mode == Put::IfAbsent && m.contains_key(&(item.pk.clone(), item.sk.clone())) {
-                    return Err(StoreError::Conflict);
+                let stored = m.get(&(item.pk.clone(), item.sk.clone()));
+                match mode {
+                    Put::IfAbsent if stored.is_some() => return Err(StoreError::Conflict),
+                    Put::IfVersion(n) if stored.and_then(|s| s.version).unwrap_or(0) != *n => {
+                        return Err(StoreError::Conflict)
+                    }
+                    _ => {}
                 }
             }
             for (item, _) in items {
@@ -257,6 +300,42 @@ impl ItemStore for MemoryStore {
             }
             out.truncate(q.limit);
             Ok(out.into_iter().map(|(_, it)| it).collect())
+        })
+    }
+
+    async fn hit(
+        &self,
+        pk: &str,
+        sk: &str,
+        limit: u64,
+        window_secs: u64,
+        now: u64,
+    ) -> Result<Hit, StoreError> {
+        self.with(|m| {
+            let key = (pk.to_owned(), sk.to_owned());
+            let current = m
+                .get(&key)
+                .filter(|it| !it.expired(now))
+                .map(|it| {
+                    serde_json::from_str::<Window>(&it.data)
+                        .map(|w| (w.count, it.ttl.unwrap_or(now)))
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))
+                })
+                .transpose()?;
+            let (count, until) = match current {
+                Some((count, until)) if count >= limit => return Ok(Hit::Refused { until }),
+                Some((count, until)) => (count + 1, until),
+                None if limit == 0 => {
+                    return Ok(Hit::Refused {
+                        until: now.saturating_add(window_secs),
+                    })
+                }
+                None => (1, now.saturating_add(window_secs)),
+            };
+            let data = serde_json::to_string(&Window { count })
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            m.insert(key, Item::new(pk, sk, data).ttl(until));
+            Ok(Hit::Counted { count })
         })
     }
 }

@@ -64,11 +64,11 @@ pub mod calls {
             idempotency_key: idem,
         }
     }
-    pub fn member_status(member_id: &str, status: &str, idem: String) -> SyncCall {
+    pub fn member_status(member_id: &str, status: &str, version: u64, idem: String) -> SyncCall {
         SyncCall {
             method: "PUT",
             path: format!("/internal/v1/members/{member_id}/status"),
-            body: Some(json!({ "status": status })),
+            body: Some(json!({ "status": status, "version": version })),
             idempotency_key: idem,
         }
     }
@@ -133,8 +133,10 @@ impl std::fmt::Debug for HttpEdgeSync {
 impl HttpEdgeSync {
     /// `origin` = the worker's base URL; `None` (or an empty secret) disables syncing.
     pub fn new(origin: Option<String>, secret: Vec<u8>) -> Self {
+        // Never follow a redirect: the signed call goes to the configured origin only.
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .unwrap_or_default();
         HttpEdgeSync {
@@ -222,6 +224,8 @@ impl EdgeSync for HttpEdgeSync {
 pub struct RecordingSync {
     pub calls: Arc<Mutex<Vec<SyncCall>>>,
     pub fail: bool,
+    /// Like `fail`, but switchable while shared (an edge that goes down and comes back).
+    pub down: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl RecordingSync {
@@ -232,7 +236,7 @@ impl RecordingSync {
 
 impl EdgeSync for RecordingSync {
     async fn send(&self, call: SyncCall) -> Result<Value, SyncError> {
-        if self.fail {
+        if self.fail || self.down.load(std::sync::atomic::Ordering::SeqCst) {
             return Err(SyncError::Unreachable("recording fake set to fail".into()));
         }
         if let Ok(mut c) = self.calls.lock() {

@@ -362,7 +362,11 @@ impl AdminServer {
             .env("AWS_REGION", "us-east-1")
             .env("AWS_ACCESS_KEY_ID", "local")
             .env("AWS_SECRET_ACCESS_KEY", "local")
-            .env("AWS_EC2_METADATA_DISABLED", "true");
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            // Local test runs: the public development secrets and loopback upstreams (the
+            // mock) are explicit opt-ins of the admin plane; a test can override both.
+            .env("DEV_DEFAULTS", "1")
+            .env("ALLOW_LOOPBACK_UPSTREAMS", "1");
         for (k, v) in extra_env {
             cmd.env(k, v);
         }

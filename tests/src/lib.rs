@@ -1,4 +1,5 @@
 //! Test harness.
+pub mod admin_client;
 pub mod gateway;
 pub mod harness;
 pub mod ledger_check;

@@ -4,7 +4,7 @@
 use futures_util::future::join_all;
 use tollbooth_admin::dynamo::DynamoStore;
 use tollbooth_admin::members::create_member;
-use tollbooth_admin::store::{Index, Item, ItemStore, MemoryStore, Put, Query, StoreError};
+use tollbooth_admin::store::{Hit, Index, Item, ItemStore, MemoryStore, Put, Query, StoreError};
 use tollbooth_tests::harness::DynamoLocal;
 
 fn item(pk: &str, sk: &str, data: &str) -> Item {
@@ -157,6 +157,88 @@ async fn contract<S: ItemStore + Clone + 'static>(store: S) {
         .await
         .unwrap();
     assert_eq!(members.len(), 1);
+
+    // compare-and-swap on the version attribute: an item without one is version 0;
+    // of concurrent writers that read one version exactly one commits.
+    store.put(item("V", "1", "{}"), Put::Upsert).await.unwrap();
+    store
+        .put(item("V", "1", "{\"a\":1}").version(1), Put::IfVersion(0))
+        .await
+        .unwrap();
+    assert_eq!(store.get("V", "1").await.unwrap().unwrap().version, Some(1));
+    assert_eq!(
+        store
+            .put(item("V", "1", "{}").version(1), Put::IfVersion(0))
+            .await,
+        Err(StoreError::Conflict)
+    );
+    let writers = (0..6).map(|i| {
+        let s = store.clone();
+        tokio::spawn(async move {
+            s.put_all(vec![
+                (
+                    item("V", "1", &format!("{{\"w\":{i}}}")).version(2),
+                    Put::IfVersion(1),
+                ),
+                (item("V", &format!("side{i}"), "{}"), Put::Upsert),
+            ])
+            .await
+        })
+    });
+    let won = join_all(writers)
+        .await
+        .into_iter()
+        .filter(|r| r.as_ref().unwrap().is_ok())
+        .count();
+    assert_eq!(won, 1, "one versioned writer wins");
+    // The losers' transactions wrote nothing (not even their other items).
+    let sides = store.query(Query::table("V", "side")).await.unwrap();
+    assert_eq!(sides.len(), 1);
+    // An absent item is version 0.
+    store
+        .put(item("V", "new", "{}").version(1), Put::IfVersion(0))
+        .await
+        .unwrap();
+
+    // the attempt counter: N concurrent hits, at most `limit` counted per window; the
+    // window ends at first hit + window; after it, counting starts over.
+    let hits = (0..12).map(|_| {
+        let s = store.clone();
+        tokio::spawn(async move { s.hit("CNT", "#", 5, 100, 1_000).await })
+    });
+    let results: Vec<Hit> = join_all(hits)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap().unwrap())
+        .collect();
+    let counted: Vec<u64> = results
+        .iter()
+        .filter_map(|h| match h {
+            Hit::Counted { count } => Some(*count),
+            Hit::Refused { .. } => None,
+        })
+        .collect();
+    assert_eq!(counted.len(), 5, "{results:?}");
+    let mut sorted = counted.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, vec![1, 2, 3, 4, 5]);
+    assert!(results
+        .iter()
+        .all(|h| matches!(h, Hit::Counted { .. } | Hit::Refused { until: 1_100 })));
+    assert_eq!(
+        store.hit("CNT", "#", 5, 100, 1_099).await.unwrap(),
+        Hit::Refused { until: 1_100 }
+    );
+    assert_eq!(
+        store.hit("CNT", "#", 5, 100, 1_100).await.unwrap(),
+        Hit::Counted { count: 1 }
+    );
+    // Deleting the item resets the count.
+    store.delete("CNT", "#").await.unwrap();
+    assert_eq!(
+        store.hit("CNT", "#", 5, 100, 1_101).await.unwrap(),
+        Hit::Counted { count: 1 }
+    );
 }
 
 #[tokio::test]

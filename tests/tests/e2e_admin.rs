@@ -374,45 +374,113 @@ async fn test_app_login_flow_end_to_end() {
     let redirect = "x-my-app://auth-callback";
     let base = &env.admin.base_url;
 
-    // The page, and an unregistered redirect.
-    let page = env
-        .http
-        .get(format!("{base}/authorization"))
-        .query(&[("app_id", app_id.as_str()), ("redirect_uri", redirect)])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(page.status(), 200);
-    assert!(page.headers()["content-type"]
-        .to_str()
-        .unwrap()
-        .starts_with("text/html"));
-    assert!(page.text().await.unwrap().contains("<form"));
+    // PKCE: the app keeps the verifier, sends the challenge.
+    let verifier = "e2e-verifier-0123456789-abcdefghijklmnopqrstuvwxyz";
+    let challenge = tollbooth_admin::app_login::s256(verifier);
+    let authz = [
+        ("app_id", app_id.as_str()),
+        ("redirect_uri", redirect),
+        ("code_challenge", challenge.as_str()),
+        ("code_challenge_method", "S256"),
+    ];
+
+    // An unregistered redirect, and a request without PKCE, are refused.
     let bad = env
         .http
         .get(format!("{base}/authorization"))
         .query(&[
             ("app_id", app_id.as_str()),
             ("redirect_uri", "https://evil.example.com/cb"),
+            ("code_challenge", challenge.as_str()),
+            ("code_challenge_method", "S256"),
         ])
         .send()
         .await
         .unwrap();
     assert_eq!(bad.status(), 400);
+    let bad = env
+        .http
+        .get(format!("{base}/authorization"))
+        .query(&[("app_id", app_id.as_str()), ("redirect_uri", redirect)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
 
-    let login = |action: &'static str| {
+    // The page (with its CSRF token and cookie), then the form post.
+    let env = &env;
+    let login = |action: &'static str| async move {
+        let page = env
+            .http
+            .get(format!("{base}/authorization"))
+            .query(&authz)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(page.status(), 200);
+        assert!(page.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html"));
+        let cookie = page.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .to_owned();
+        let html = page.text().await.unwrap();
+        let csrf = html
+            .split("name=\"csrf\" value=\"")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap()
+            .to_owned();
+        let mut form: Vec<(&str, String)> =
+            authz.iter().map(|(k, v)| (*k, v.to_string())).collect();
+        form.extend([
+            ("csrf", csrf),
+            ("email", "app-user@example.com".into()),
+            ("password", PW.into()),
+            ("action", action.into()),
+        ]);
         env.http
             .post(format!("{base}/authorization"))
-            .form(&[
-                ("app_id", app_id.as_str()),
-                ("redirect_uri", redirect),
-                ("email", "app-user@example.com"),
-                ("password", PW),
-                ("action", action),
-            ])
+            .header("cookie", cookie)
+            .form(&form)
             .send()
+            .await
+            .unwrap()
     };
-    let r = login("signup").await.unwrap();
+    let exchange = |token: String| {
+        let secret = secret.clone();
+        async move {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs();
+            let sign = tollbooth_admin::app_login::sign_exchange(secret.as_bytes(), &token, now);
+            let q = [
+                ("code_verifier", verifier.to_owned()),
+                ("redirect_uri", redirect.to_owned()),
+                ("app_time", now.to_string()),
+                ("app_sign", sign),
+            ];
+            let r = env
+                .http
+                .get(format!("{base}/v1/verify-token"))
+                .query(&q)
+                .bearer_auth(&token)
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let r = login("signup").await;
     assert_eq!(r.status(), 302);
     let loc = r.headers()["location"].to_str().unwrap().to_owned();
     assert!(loc.starts_with(redirect), "{loc}");
@@ -431,30 +499,8 @@ async fn test_app_login_flow_end_to_end() {
     )
     .unwrap();
 
-    // Tampered sign refused (token not consumed), then the real exchange.
-    let tampered = format!(
-        "{}{}",
-        if p["sign"].starts_with('a') { "b" } else { "a" },
-        &p["sign"][1..]
-    );
-    let (s, b) = env
-        .req(
-            "GET",
-            &format!("/v1/verify-token?sign={tampered}&time={}", p["time"]),
-            Some(&p["token"]),
-            None,
-        )
-        .await;
-    assert_eq!(s, 401, "{b}");
-    assert_eq!(b["error"]["code"], "invalid_sign");
-    let (s, b) = env
-        .req(
-            "GET",
-            &format!("/v1/verify-token?sign={}&time={}", p["sign"], p["time"]),
-            Some(&p["token"]),
-            None,
-        )
-        .await;
+    // The exchange with the verifier and the app's signature.
+    let (s, b) = exchange(p["token"].clone()).await;
     assert_eq!(s, 200, "{b}");
     assert_eq!(b["email"], "app-user@example.com");
     assert_eq!(b["username"], "app-user");
@@ -471,27 +517,21 @@ async fn test_app_login_flow_end_to_end() {
     assert!(pushed.signature_ok);
 
     // Reused token.
-    let (s, b) = env
-        .req("GET", "/v1/verify-token", Some(&p["token"]), None)
-        .await;
+    let (s, b) = exchange(p["token"].clone()).await;
     assert_eq!(s, 401, "{b}");
 
     // Expired token (TTL 2 s in this server).
-    let r = login("login").await.unwrap();
+    let r = login("login").await;
     assert_eq!(r.status(), 302);
     let p2 = params(r.headers()["location"].to_str().unwrap());
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let (s, b) = env
-        .req("GET", "/v1/verify-token", Some(&p2["token"]), None)
-        .await;
+    let (s, b) = exchange(p2["token"].clone()).await;
     assert_eq!(s, 401, "{b}");
 
     // A fresh login hands the app the same key.
-    let r = login("login").await.unwrap();
+    let r = login("login").await;
     let p3 = params(r.headers()["location"].to_str().unwrap());
-    let (s, b) = env
-        .req("GET", "/v1/verify-token", Some(&p3["token"]), None)
-        .await;
+    let (s, b) = exchange(p3["token"].clone()).await;
     assert_eq!(s, 200, "{b}");
     assert_eq!(b["api_token"].as_str().unwrap(), api_token.expose());
 }
@@ -647,7 +687,7 @@ async fn test_lockout_viewer_and_bad_input() {
             "POST",
             format!("/api/admin/members/{member}/credits"),
             Some(&admin),
-            json!({"amount_micros": 0, "reason": "x"}),
+            json!({"amount_micros": 0, "reason": "x", "idempotency_key": "e2e-credit-1"}),
         ),
         (
             "POST",
@@ -736,6 +776,8 @@ async fn test_providers_pull_models_and_publish() {
         .await;
     let first = models["data"][0].clone();
     assert_eq!(first["enabled"], false);
+    // Members see `owned_by`: a pulled model never names the provider.
+    assert!(first.get("owned_by").is_none_or(Value::is_null), "{first}");
     let name = first["name"].as_str().unwrap().to_owned();
     let mut enabled = first.clone();
     let obj = enabled.as_object_mut().unwrap();
@@ -743,6 +785,18 @@ async fn test_providers_pull_models_and_publish() {
     obj.remove("removed");
     obj.insert("enabled".into(), json!(true));
     obj.insert("aliases".into(), json!(["writer"]));
+    // Enabling a pulled model needs a price (or `free: true`): the edge would refuse it.
+    let (s, b) = env
+        .req(
+            "PUT",
+            &format!("/api/admin/models/{name}"),
+            Some(&admin),
+            Some(enabled.clone()),
+        )
+        .await;
+    assert_eq!(s, 400, "{b}");
+    assert_eq!(b["error"]["param"], "price");
+    enabled["price"] = json!({"input_per_mtok": 250_000, "output_per_mtok": 1_250_000});
     let (s, b) = env
         .req(
             "PUT",

@@ -704,6 +704,7 @@ async fn swap_contract<S: tollbooth_admin::store::ItemStore + Clone + 'static>(s
         refund_debits: vec![],
         flags: vec![],
         code_batch: None,
+        plan_terms: None,
     };
     create(&store, &o, vec![]).await.unwrap();
     assert_eq!(create(&store, &o, vec![]).await.unwrap_err().status, 409);

@@ -301,6 +301,7 @@ pub async fn redeem_handler<S: ItemStore, E: EdgeSync>(
         refund_debits: vec![],
         flags: vec![],
         code_batch: Some(stored.batch_id.clone()),
+        plan_terms: None,
     };
     let redemption = to_item(
         code_pk(&h),

@@ -11,8 +11,7 @@ use serde_json::{json, Value};
 
 use crate::app::AppState;
 use crate::error::{ApiError, ApiResult};
-use crate::members::key_pushes;
-use crate::model::{load, member_pk, plan_pk, put, to_item, Plan, Subscription, ONE, SUBSCRIPTION};
+use crate::model::{load, member_pk, plan_pk, to_item, Plan, Subscription, ONE, SUBSCRIPTION};
 use crate::store::{ItemStore, Put, Query};
 use crate::sync::{calls, EdgeSync, SyncCall};
 
@@ -91,8 +90,24 @@ pub async fn accept_payment<S: ItemStore, E: EdgeSync>(
                 format!("payment refused: {reason}; the order is flagged for review"),
             ));
         }
-        let grant = match (&order.kind, &order.plan_id) {
-            (OrderKind::Plan, Some(p)) => Some(grant_for(&st.store, p, now).await?),
+        // The terms snapshotted at order creation; orders from before snapshots read
+        // the plan (a deleted plan then flags the order instead of failing forever).
+        let grant = match (&order.kind, &order.plan_terms, &order.plan_id) {
+            (OrderKind::Plan, Some(t), _) => Some(t.grant(now)),
+            (OrderKind::Plan, None, Some(p)) => match grant_for(&st.store, p, now).await {
+                Ok(g) => Some(g),
+                Err(e) if e.status == 404 => {
+                    let reason = "the plan of this order no longer exists";
+                    flag(st, order.clone(), reason, now).await?;
+                    return Err(ApiError::new(
+                        422,
+                        "invalid_request_error",
+                        "plan_missing",
+                        "the order's plan no longer exists; flagged for review",
+                    ));
+                }
+                Err(e) => return Err(e),
+            },
             _ => None,
         };
         let next = Order {
@@ -277,7 +292,8 @@ pub async fn fulfil<S: ItemStore, E: EdgeSync>(
     Err(ApiError::conflict("the order is changing; retry"))
 }
 
-/// The member's subscription follows the paid grant; keys are re-pushed with the plan.
+/// The member's subscription follows the paid grant; keys are re-pushed with the plan
+/// (a versioned change of the member, through the edge outbox).
 async fn activate_subscription<S: ItemStore, E: EdgeSync>(
     st: &AppState<S, E>,
     order: &Order,
@@ -293,19 +309,44 @@ async fn activate_subscription<S: ItemStore, E: EdgeSync>(
         expires_at: (g.period_end != u64::MAX).then_some(g.period_end),
         status: "active".into(),
         grant_id: order.id.clone(),
+        period: order.plan_terms.as_ref().map(|t| t.period),
     };
     let pk = member_pk(&order.member_id);
-    put(&st.store, to_item(pk.clone(), SUBSCRIPTION, &sub)?).await?;
-    put(
-        &st.store,
-        to_item(
-            pk,
-            format!("SUBHIST#{:010}#{}", g.period_start, g.plan_id),
-            &sub,
-        )?,
+    let hist = to_item(
+        pk,
+        format!("SUBHIST#{:010}#{}", g.period_start, g.plan_id),
+        &sub,
+    )?;
+    let current = sub.item()?;
+    crate::members::repush_keys(
+        st,
+        &order.member_id,
+        |_| {
+            Ok(vec![
+                (current.clone(), Put::Upsert),
+                (hist.clone(), Put::Upsert),
+            ])
+        },
+        Some(sub.clone()),
+        now,
     )
     .await?;
-    send_all(&st.sync, key_pushes(st, &order.member_id, now).await?).await
+    Ok(())
+}
+
+/// A plan order refunded in full (or disputed): if the member's subscription is still
+/// the one this order bought, it ends now and the keys are downgraded at the edge.
+async fn end_refunded_subscription<S: ItemStore, E: EdgeSync>(
+    st: &AppState<S, E>,
+    order: &Order,
+    now: u64,
+) -> ApiResult<()> {
+    let sub: Option<Subscription> =
+        load(&st.store, &member_pk(&order.member_id), SUBSCRIPTION, now).await?;
+    if let Some(s) = sub.filter(|s| s.grant_id == order.id && s.status == "active") {
+        crate::jobs::expire_subscription(st, s, now).await?;
+    }
+    Ok(())
 }
 
 /// Retries every due outbox entry (all of them with `force`). Returns a summary.
@@ -400,15 +441,10 @@ pub async fn record_refund<S: ItemStore, E: EdgeSync>(
                 });
             }
         }
+        let ends_plan = refunded_minor >= order.amount_minor && order.grant.is_some();
         if refunded_minor >= order.amount_minor {
             next.state = OrderState::Refunded;
             next.refunded_at = Some(now);
-            if order.grant.is_some() {
-                next.flags.push(Flag {
-                    at: now,
-                    reason: "plan order refunded: review the member's subscription".into(),
-                });
-            }
         }
         let outbox = OutboxEntry {
             order_id: order.id.clone(),
@@ -417,6 +453,10 @@ pub async fn record_refund<S: ItemStore, E: EdgeSync>(
             last_error: None,
         };
         if swap(&st.store, &next, vec![(outbox.item()?, Put::Upsert)]).await? {
+            if ends_plan {
+                // The paid plan ends with the refund: downgraded at the edge now.
+                end_refunded_subscription(st, &next, now).await?;
+            }
             return Ok(fulfil(st, order_id, now).await.unwrap_or(next));
         }
     }

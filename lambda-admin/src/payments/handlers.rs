@@ -45,7 +45,7 @@ pub async fn create_order_handler<S: ItemStore, E: EdgeSync>(
     let m = current_member(st, ctx).await?;
     let b: OrderBody = ctx.json()?;
     let pay = &st.payments;
-    let (amount_minor, currency, credit_micros, plan_id, description) = match b.kind {
+    let (amount_minor, currency, credit_micros, plan_id, description, plan_terms) = match b.kind {
         OrderKind::Plan => {
             let pid = b
                 .plan_id
@@ -72,8 +72,9 @@ pub async fn create_order_handler<S: ItemStore, E: EdgeSync>(
                 minor,
                 currency,
                 0,
-                Some(plan.id),
+                Some(plan.id.clone()),
                 format!("Plan {}", plan.name),
+                Some(super::order::PlanTerms::of(&plan)),
             )
         }
         OrderKind::Topup => {
@@ -102,7 +103,7 @@ pub async fn create_order_handler<S: ItemStore, E: EdgeSync>(
                 .filter(|c| i64::try_from(*c).is_ok())
                 .ok_or_else(|| ApiError::invalid("amount_minor", "amount_minor is too large"))?;
             let desc = format!("Top-up {} {currency}", format_minor(amount, &currency));
-            (amount, currency, credit, None, desc)
+            (amount, currency, credit, None, desc, None)
         }
     };
     let id = new_id()?;
@@ -131,6 +132,7 @@ pub async fn create_order_handler<S: ItemStore, E: EdgeSync>(
         refund_debits: vec![],
         flags: vec![],
         code_batch: None,
+        plan_terms,
     };
     match b.provider {
         PaymentProvider::Stripe => {

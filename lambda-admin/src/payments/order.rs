@@ -136,6 +136,42 @@ pub struct Order {
     /// The redemption code batch, for code orders.
     #[serde(default)]
     pub code_batch: Option<String>,
+    /// The plan's terms when the order was created: fulfilment grants these, whatever
+    /// the plan says (or whether it exists) when the payment arrives.
+    #[serde(default)]
+    pub plan_terms: Option<PlanTerms>,
+}
+
+/// What a plan order buys, fixed at order creation.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PlanTerms {
+    pub plan_id: String,
+    pub period: tollbooth_core::billing::PlanPeriod,
+    pub unit: AllowanceUnit,
+    pub amount: u64,
+}
+
+impl PlanTerms {
+    pub fn of(plan: &crate::model::Plan) -> PlanTerms {
+        PlanTerms {
+            plan_id: plan.id.clone(),
+            period: plan.period,
+            unit: plan.allowance_unit,
+            amount: plan.allowance_amount,
+        }
+    }
+
+    /// The period these terms buy when paid at `now`.
+    pub fn grant(&self, now: u64) -> Grant {
+        let (period_start, period_end) = self.period.bounds(now, now);
+        Grant {
+            plan_id: self.plan_id.clone(),
+            unit: self.unit,
+            amount: self.amount,
+            period_start,
+            period_end,
+        }
+    }
 }
 
 pub fn order_pk(id: &str) -> String {

@@ -242,6 +242,10 @@ pub async fn webhook_handler<S: ItemStore, E: EdgeSync>(
             session_paid(st, &obj, ctx.now).await
         }
         "charge.refunded" => charge_refunded(st, &obj, ctx.now).await,
+        // A dispute (chargeback) takes the money back like a full refund.
+        "charge.dispute.created" | "charge.dispute.funds_withdrawn" => {
+            charge_disputed(st, &obj, ctx.now).await
+        }
         _ => Ok(json!({"received": true, "ignored": kind})),
     };
     // Every delivery also finishes earlier fulfilments that are due.
@@ -280,12 +284,31 @@ async fn session_paid<S: ItemStore, E: EdgeSync>(
               "state": acc.order().state, "replay": matches!(acc, Accepted::Already(_))}))
 }
 
-async fn charge_refunded<S: ItemStore, E: EdgeSync>(
+/// A dispute is handled as a refund of the whole order: the wallet credit is debited
+/// and a plan bought by the order ends.
+async fn charge_disputed<S: ItemStore, E: EdgeSync>(
     st: &AppState<S, E>,
     obj: &Value,
     now: u64,
 ) -> ApiResult<Value> {
-    let order_id = match str_at(obj, "/metadata/order_id") {
+    let order_id = order_of_charge(st, obj).await?;
+    let order = super::order::load_order(&st.store, &order_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("order"))?;
+    let o = record_refund(st, &order_id, order.amount_minor, &order.currency, now).await?;
+    Ok(
+        json!({"received": true, "order_id": o.id, "state": o.state, "disputed": true,
+              "refunded_minor": o.refunded_minor}),
+    )
+}
+
+/// The order a charge (or dispute) object belongs to: its metadata, or the payment
+/// intent recorded when the order was paid.
+async fn order_of_charge<S: ItemStore, E: EdgeSync>(
+    st: &AppState<S, E>,
+    obj: &Value,
+) -> ApiResult<String> {
+    Ok(match str_at(obj, "/metadata/order_id") {
         Some(id) => id.to_owned(),
         None => {
             let pi = str_at(obj, "/payment_intent")
@@ -301,7 +324,15 @@ async fn charge_refunded<S: ItemStore, E: EdgeSync>(
                 .ok_or_else(|| ApiError::internal("payment reference is corrupt"))?
                 .to_owned()
         }
-    };
+    })
+}
+
+async fn charge_refunded<S: ItemStore, E: EdgeSync>(
+    st: &AppState<S, E>,
+    obj: &Value,
+    now: u64,
+) -> ApiResult<Value> {
+    let order_id = order_of_charge(st, obj).await?;
     let refunded = obj
         .get("amount_refunded")
         .and_then(Value::as_u64)

@@ -1004,3 +1004,74 @@ async fn test_order_validation() {
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(order_state(&st, &oid).await.state, OrderState::Fulfilled);
 }
+
+async fn plan_order(st: &St, tok: &str) -> String {
+    let r = json_call(
+        st,
+        "POST",
+        "/api/me/orders",
+        Some(tok),
+        json!({"kind": "plan", "plan_id": "pro", "provider": "stripe"}),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    r.body["order"]["id"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn test_plan_order_fulfils_the_terms_snapshotted_at_creation() {
+    let (st, _) = state();
+    plan(&st).await;
+    let (tok, _) = member(&st, "snap@example.com").await;
+    let oid = plan_order(&st, &tok).await;
+    let oid2 = plan_order(&st, &tok).await;
+    // The admin edits the plan between the order and the payment...
+    let mut edited: Plan = model::load(&st.store, &model::plan_pk("pro"), model::ONE, NOW)
+        .await
+        .unwrap()
+        .unwrap();
+    edited.allowance_amount = 5;
+    model::put(&st.store, edited.item().unwrap()).await.unwrap();
+    let r = deliver(&st, &completed_event(&oid, 999, "usd"), NOW, NOW).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let grants = st.sync.grants.lock().unwrap().clone();
+    assert_eq!(
+        grants[&oid]["amount"], 1_000_000,
+        "the terms that were paid for"
+    );
+
+    // ...or deletes it: the order still fulfils from its snapshot.
+    st.store
+        .delete(&model::plan_pk("pro"), model::ONE)
+        .await
+        .unwrap();
+    let r = deliver(&st, &completed_event(&oid2, 999, "usd"), NOW + 1, NOW + 1).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(order_state(&st, &oid2).await.state, OrderState::Fulfilled);
+    assert_eq!(st.sync.grants.lock().unwrap()[&oid2]["amount"], 1_000_000);
+}
+
+#[tokio::test]
+async fn test_dispute_ends_the_plan_like_a_full_refund() {
+    let (st, _) = state();
+    plan(&st).await;
+    let (tok, _) = member(&st, "dispute@example.com").await;
+    let oid = plan_order(&st, &tok).await;
+    deliver(&st, &completed_event(&oid, 999, "usd"), NOW, NOW).await;
+    let r = json_call(&st, "GET", "/api/me/subscription", Some(&tok), Value::Null).await;
+    assert_eq!(r.body["subscription"]["status"], "active", "{}", r.text);
+    let dispute = json!({"id": "evt_d", "type": "charge.dispute.created", "data": {"object": {
+        "id": "dp_1", "object": "dispute", "charge": "ch_1", "payment_intent": format!("pi_{oid}"),
+        "amount": 999, "currency": "usd", "reason": "fraudulent"}}})
+    .to_string()
+    .into_bytes();
+    let r = deliver(&st, &dispute, NOW + 60, NOW + 60).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["disputed"], true);
+    assert_eq!(order_state(&st, &oid).await.state, OrderState::Refunded);
+    let r = json_call(&st, "GET", "/api/me/subscription", Some(&tok), Value::Null).await;
+    assert_eq!(r.body["subscription"]["status"], "expired", "{}", r.text);
+    // A replayed dispute changes nothing more.
+    let r = deliver(&st, &dispute, NOW + 61, NOW + 61).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+}
