@@ -66,6 +66,8 @@ class Handler(BaseHTTPRequestHandler):
         url = urllib.parse.urlsplit(self.path)
         if url.path == "/health":
             return self.reply(200, "ok", "text/plain")
+        if url.path == "/favicon.ico":
+            return self.reply(204, "", "image/x-icon")
         if url.path != "/submit.php":
             return self.reply(404, "not found", "text/plain")
         p = dict(urllib.parse.parse_qsl(url.query, keep_blank_values=True))
