@@ -13,8 +13,8 @@ after(() => browser?.close());
 
 async function login(page, email, password) {
   await page.goto(base + "/admin/");
-  await page.getByLabel("Email").fill(email);
-  await page.getByLabel("Password").fill(password);
+  await page.getByLabel("Email", { exact: true }).fill(email);
+  await page.getByLabel("Password", { exact: true }).fill(password);
   await page.getByRole("button", { name: "Log in" }).click();
   await page.getByRole("heading", { name: "Dashboard" }).waitFor();
 }
@@ -27,10 +27,10 @@ test("admin journey: provider, pull, model, plan, suspend, codes", async () => {
   // Provider (the mock upstream), then pull its models.
   await page.getByRole("link", { name: "Providers" }).click();
   const form = page.getByTestId("provider-form");
-  await form.getByLabel("Id").fill("browser");
-  await form.getByLabel("Kind").selectOption("openai");
-  await form.getByLabel("Base URL").fill(`${dev.mock_url}/v1`);
-  await form.getByLabel("API key").fill("sk-mock-browser-1234");
+  await form.getByLabel("Id", { exact: true }).fill("browser");
+  await form.getByLabel("Kind", { exact: true }).selectOption("openai");
+  await form.getByLabel("Base URL", { exact: true }).fill(`${dev.mock_url}/v1`);
+  await form.getByLabel("API key", { exact: true }).fill("sk-mock-browser-1234");
   await form.getByRole("button", { name: "Create" }).click();
   const row = page.getByTestId("providers").getByRole("row").filter({ hasText: "browser" });
   await row.waitFor();
@@ -43,9 +43,9 @@ test("admin journey: provider, pull, model, plan, suspend, codes", async () => {
   // A model on it, published to the edge, then served with the demo key.
   await page.getByRole("link", { name: "Models" }).click();
   const mf = page.getByTestId("model-form");
-  await mf.getByLabel("Model name").fill("browser-model");
-  await mf.getByLabel("Provider").selectOption("browser");
-  await mf.getByLabel("Upstream model").fill("gpt-4o-mini");
+  await mf.getByLabel("Model name", { exact: true }).fill("browser-model");
+  await mf.getByLabel("Provider", { exact: true }).selectOption("browser");
+  await mf.getByLabel("Upstream model", { exact: true }).fill("gpt-4o-mini");
   await mf.getByRole("button", { name: "Create" }).click();
   await page.getByTestId("models").getByRole("cell", { name: "browser-model", exact: true }).waitFor();
   await page.getByTestId("publish").click();
@@ -62,9 +62,9 @@ test("admin journey: provider, pull, model, plan, suspend, codes", async () => {
   // A plan.
   await page.getByRole("link", { name: "Plans" }).click();
   const pf = page.getByTestId("plan-form");
-  await pf.getByLabel("Plan id").fill("browser-basic");
-  await pf.getByLabel("Name").fill("Browser Basic");
-  await pf.getByLabel("Allowance per period").fill("50000");
+  await pf.getByLabel("Plan id", { exact: true }).fill("browser-basic");
+  await pf.getByLabel("Name", { exact: true }).fill("Browser Basic");
+  await pf.getByLabel("Allowance per period", { exact: true }).fill("50000");
   await pf.getByRole("button", { name: "Create" }).click();
   await page.getByTestId("plans").getByRole("cell", { name: "browser-basic", exact: true }).waitFor();
   const plans = await call("GET", "/api/plans");
@@ -73,7 +73,7 @@ test("admin journey: provider, pull, model, plan, suspend, codes", async () => {
 
   // Suspend the demo member: its key is refused at the edge; resume restores it.
   await page.getByRole("link", { name: "Members" }).click();
-  await page.getByLabel("Email, name or id").fill(dev.demo_email);
+  await page.getByLabel("Email, name or id", { exact: true }).fill(dev.demo_email);
   await page.getByRole("button", { name: "Search" }).click();
   await page.getByRole("link", { name: dev.demo_email }).click();
   await page.getByTestId("member-status").waitFor();
@@ -87,8 +87,8 @@ test("admin journey: provider, pull, model, plan, suspend, codes", async () => {
 
   // Redemption codes: a batch, shown once, downloadable as CSV.
   await page.getByRole("link", { name: "Redemption codes" }).click();
-  await page.getByLabel("How many").fill("3");
-  await page.getByLabel("Value").fill("1.5");
+  await page.getByLabel("How many", { exact: true }).fill("3");
+  await page.getByLabel("Value", { exact: true }).fill("1.5");
   await page.getByRole("button", { name: "Generate" }).click();
   const codes = (await page.getByTestId("codes").textContent()).split("\n");
   assert.equal(codes.length, 3);

@@ -34,15 +34,15 @@ test("member journey: signup, pay a plan with EPay, key, call, usage, revoke", a
   await page.goto(base + "/");
   await shot(page, "member-login-en");
   await page.getByRole("tab", { name: "Sign up" }).click();
-  await page.getByLabel("Email").fill(email);
-  await page.getByLabel("Password").fill("journey-pass-42");
+  await page.getByLabel("Email", { exact: true }).fill(email);
+  await page.getByLabel("Password", { exact: true }).fill("journey-pass-42");
   await page.getByRole("button", { name: "Sign up", exact: true }).last().click();
   await page.getByRole("heading", { name: "Usage" }).waitFor();
   await assert.equal(await page.getByTestId("plan-name").textContent(), "No plan");
 
   // Choose the paid plan, pay in the simulator (a new tab), come back to a paid plan.
   await page.getByRole("link", { name: "Plans" }).click();
-  await page.getByLabel("Payment method").selectOption("epay");
+  await page.getByLabel("Payment method", { exact: true }).selectOption("epay");
   const card = page.getByTestId("plan-browser-pro");
   await card.waitFor();
   await shot(page, "member-plans-en");
@@ -60,7 +60,11 @@ test("member journey: signup, pay a plan with EPay, key, call, usage, revoke", a
   await until("the plan to show as active", async () => {
     await page.getByRole("link", { name: "Orders" }).click();
     await page.getByRole("link", { name: "Usage" }).click();
-    return (await page.getByTestId("plan-name").textContent()) === "browser-pro";
+    return page
+      .getByTestId("plan-name")
+      .filter({ hasText: /^browser-pro$/ })
+      .waitFor({ timeout: 2000 })
+      .then(() => true, () => false);
   });
   await page.getByRole("link", { name: "Orders" }).click();
   await page.getByTestId("orders").getByText("Paid and credited").waitFor();
@@ -68,7 +72,7 @@ test("member journey: signup, pay a plan with EPay, key, call, usage, revoke", a
 
   // A key, shown once with a copy button.
   await page.getByRole("link", { name: "API keys" }).click();
-  await page.getByLabel("Key name").fill("journey");
+  await page.getByLabel("Key name", { exact: true }).fill("journey");
   await page.getByRole("button", { name: "Create key" }).click();
   const key = (await page.getByTestId("secret").textContent()).trim();
   assert.match(key, /^sk-/);
@@ -111,8 +115,8 @@ test("member journey: signup, pay a plan with EPay, key, call, usage, revoke", a
 
   // Account: password change keeps the member signed in; logout ends the session.
   await page.getByRole("link", { name: "Account" }).click();
-  await page.getByLabel("Current password").fill("journey-pass-42");
-  await page.getByLabel("New password").fill("journey-pass-43");
+  await page.getByLabel("Current password", { exact: true }).fill("journey-pass-42");
+  await page.getByLabel("New password", { exact: true }).fill("journey-pass-43");
   await page.getByRole("button", { name: "Change password" }).click();
   await page.getByText("Password changed").waitFor();
   await shot(page, "member-account-en");

@@ -46,7 +46,7 @@ export function PlansPage() {
         >
           <h2>{t("plans.new")}</h2>
           <div class="grid3">
-            <Field label={t("plans.id")} name="id" required pattern="[a-z0-9][a-z0-9_-]*" />
+            <Field label={t("plans.id")} name="id" required pattern="[a-z0-9][a-z0-9_\-]*" />
             <Field label={t("plans.name")} name="name" required />
             <Field label={t("plans.price")} name="price" inputMode="decimal" defaultValue="0" />
             <Field label={t("plans.currency")} name="currency" defaultValue="CNY" required maxLength={3} />

@@ -39,7 +39,7 @@ export function ProvidersPage() {
         >
           <h2>{t("providers.new")}</h2>
           <div class="grid3">
-            <Field label={t("providers.id")} name="id" required pattern="[a-z0-9][a-z0-9_-]*" />
+            <Field label={t("providers.id")} name="id" required pattern="[a-z0-9][a-z0-9_\-]*" />
             <Select
               label={t("providers.kind")}
               name="kind"
