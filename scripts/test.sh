@@ -31,6 +31,9 @@ step "tests"
 cargo test -p tollbooth-edge --lib
 cargo test --no-fail-fast -- --test-threads="${TB_TEST_THREADS:-2}"
 
+step "console: API types fresh, message tables equal, first load within 300 KB gzip"
+(cd console && node scripts/gen-api.mjs --check && node scripts/check-i18n.mjs && node scripts/size-budget.mjs)
+
 step "console: browser tests in Chromium against the whole local stack"
 bash tests/browser/run.sh
 

@@ -306,11 +306,14 @@ export function ChartBox({
   labels,
   series,
   testid,
+  yFormat,
 }: {
   title: string;
   labels: string[];
   series: Series[];
   testid?: string;
+  /** Tick labels of the value axis (e.g. micro-units shown as currency). */
+  yFormat?: (v: number) => string;
 }) {
   const canvas = useRef<HTMLCanvasElement>(null);
   useEffect(() => {
@@ -328,7 +331,12 @@ export function ChartBox({
           borderColor: colors[i % colors.length],
         })) as any,
       },
-      options: { responsive: true, maintainAspectRatio: false, animation: false },
+      options: {
+        responsive: true,
+        maintainAspectRatio: false,
+        animation: false,
+        scales: { y: { beginAtZero: true, ticks: yFormat ? { callback: (v) => yFormat(Number(v)) } : {} } },
+      },
     });
     return () => chart.destroy();
   }, [JSON.stringify(labels), JSON.stringify(series)]);

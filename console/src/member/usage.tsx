@@ -117,7 +117,8 @@ export function UsagePage() {
               testid="chart-cost"
               title={t("usage.cost")}
               labels={labels}
-              series={[{ label: t("usage.cost"), data: points.map((p) => p.cost_micros / 1e6), kind: "line" }]}
+              series={[{ label: t("usage.cost"), data: points.map((p) => p.cost_micros), kind: "line" }]}
+              yFormat={(v) => fmtMicros(v, 6)}
             />
           </div>
         </>
