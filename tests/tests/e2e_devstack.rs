@@ -143,7 +143,11 @@ fn stop_and_check(mut proc: Proc, data: &Path) {
         .split_whitespace()
         .filter_map(|p| p.parse().ok())
         .collect();
-    assert_eq!(pgids.len(), 4, "dynamodb, mock, worker, admin: {pgids:?}");
+    assert_eq!(
+        pgids.len(),
+        5,
+        "dynamodb, mock, epay simulator, worker, admin: {pgids:?}"
+    );
     let leader = i32::try_from(proc.pid()).unwrap();
     // SAFETY: signals only the group the harness created for dev.sh.
     unsafe {
