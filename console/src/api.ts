@@ -71,7 +71,9 @@ export async function raw(
   }
   if (!res.ok) {
     const e = data?.error ?? {};
-    if (res.status === 401 && bearer === token && token) setToken(null);
+    // An expired or ended session signs out; a 401 about a field (a wrong current
+    // password) does not.
+    if (res.status === 401 && !e.param && bearer === token && token) setToken(null);
     throw new ApiError(res.status, e.message ?? `HTTP ${res.status}`, e.code, e.param);
   }
   return data;

@@ -25,7 +25,8 @@ export async function launch() {
 
 /**
  * A page that records browser console errors and uncaught exceptions; `done()` asserts
- * there were none. `allow` lists substrings of errors a test provokes on purpose.
+ * there were none. `allow` lists substrings ("<resource URL> <message>") of errors a test
+ * provokes on purpose.
  */
 export async function newPage(browser, { locale = "en-US", allow = [] } = {}) {
   const context = await browser.newContext({ locale, viewport: { width: 1280, height: 900 } });
@@ -33,7 +34,8 @@ export async function newPage(browser, { locale = "en-US", allow = [] } = {}) {
   const errors = [];
   const watch = (p) => {
     p.on("console", (m) => {
-      if (m.type() === "error" && !allow.some((a) => m.text().includes(a))) errors.push(`${p.url()}: ${m.text()}`);
+      const where = `${m.location()?.url ?? ""} ${m.text()}`;
+      if (m.type() === "error" && !allow.some((a) => where.includes(a))) errors.push(`${p.url()}: ${where}`);
     });
     p.on("pageerror", (e) => errors.push(`${p.url()}: ${e.message}`));
   };

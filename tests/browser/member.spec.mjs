@@ -27,7 +27,10 @@ before(async () => {
 after(() => browser?.close());
 
 test("member journey: signup, pay a plan with EPay, key, call, usage, revoke", async () => {
-  const { page, context, done } = await newPage(browser);
+  // The wrong current password below is refused with 401 on purpose.
+  const { page, context, done } = await newPage(browser, {
+    allow: ["/api/me/password Failed to load resource: the server responded with a status of 401"],
+  });
   await context.grantPermissions(["clipboard-read", "clipboard-write"], { origin: base });
   const email = `journey-${Date.now()}@example.com`;
 
@@ -115,6 +118,11 @@ test("member journey: signup, pay a plan with EPay, key, call, usage, revoke", a
 
   // Account: password change keeps the member signed in; logout ends the session.
   await page.getByRole("link", { name: "Account" }).click();
+  await page.getByLabel("Current password", { exact: true }).fill("not-the-password-1");
+  await page.getByLabel("New password", { exact: true }).fill("journey-pass-43");
+  await page.getByRole("button", { name: "Change password" }).click();
+  await page.getByRole("alert").filter({ hasText: "current password is wrong" }).waitFor();
+  assert.equal(await page.getByTestId("logout").count(), 1, "a wrong current password keeps the session");
   await page.getByLabel("Current password", { exact: true }).fill("journey-pass-42");
   await page.getByLabel("New password", { exact: true }).fill("journey-pass-43");
   await page.getByRole("button", { name: "Change password" }).click();
