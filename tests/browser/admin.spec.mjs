@@ -22,6 +22,10 @@ async function login(page, email, password) {
 test("admin journey: provider, pull, model, plan, suspend, codes", async () => {
   const { page, done } = await newPage(browser);
   await login(page, dev.admin_email, dev.admin_password);
+  // Member growth: today's column counts the members created today (the demo member at least).
+  const today = new Date().toISOString().slice(0, 10);
+  const growthRow = page.getByTestId("dash-chart-growth-data").getByRole("row").filter({ hasText: today });
+  await until("today's signups in the growth chart", async () => Number(await growthRow.locator("td").nth(1).textContent()) >= 1, 5000);
   await shot(page, "admin-dashboard-en");
 
   // Provider (the mock upstream), then pull its models.

@@ -7,6 +7,19 @@ function fmtMs(v?: number | null) {
   return v == null ? "—" : String(Math.round(v));
 }
 
+/** New members per day over the last 30 days (from the newest 1000 members). */
+function signupsByDay(list: any[]): [string, number][] {
+  const day = (unix: number) => new Date(unix * 1000).toISOString().slice(0, 10);
+  const now = Math.floor(Date.now() / 1000);
+  const out = new Map<string, number>();
+  for (let i = 29; i >= 0; i--) out.set(day(now - i * 86400), 0);
+  for (const m of list) {
+    const d = day(m.created_at ?? 0);
+    if (out.has(d)) out.set(d, (out.get(d) ?? 0) + 1);
+  }
+  return [...out.entries()];
+}
+
 function hourLabel(h: number) {
   const d = new Date(h * 1000);
   return `${d.getMonth() + 1}/${d.getDate()} ${String(d.getHours()).padStart(2, "0")}:00`;
@@ -16,6 +29,8 @@ export function DashboardPage() {
   const [hours, setHours] = useState("24");
   const s = useData(() => api("get", "/api/admin/summary", { query: { hours } }), [hours]);
   const rev = useData(() => api("get", "/api/admin/analytics/revenue"));
+  const members = useData(() => api("get", "/api/admin/members", { query: { limit: 1000 } }));
+  const growth = signupsByDay(members.data?.data ?? []);
   const d = s.data;
   const byHour: any[] = d?.by_hour ?? [];
   const labels = byHour.map((b) => hourLabel(b.hour));
@@ -97,6 +112,15 @@ export function DashboardPage() {
           series={[{ label: t("dash.revenue"), data: days.map((x) => x.net_minor / 100) }]}
         />
       </div>
+      <div class="charts">
+        <ChartBox
+          testid="dash-chart-growth"
+          title={t("dash.growth")}
+          labels={growth.map(([d]) => d)}
+          series={[{ label: t("dash.signups"), data: growth.map(([, n]) => n) }]}
+        />
+      </div>
+      <p class="muted">{t("dash.growth.note")}</p>
       <h2>{t("dash.topmodels")}</h2>
       <Table
         rows={byModel.slice(0, 10)}
