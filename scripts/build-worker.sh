@@ -8,3 +8,5 @@ if [ -x "$WASM_OPT_BIN" ]; then
 else
   worker-build --release --no-opt
 fi
+# The web console, served by the same worker as static assets (wrangler.toml [assets]).
+bash "$TB_ROOT/scripts/build-console.sh"

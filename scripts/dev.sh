@@ -6,7 +6,8 @@
 # it. Ctrl-C (or SIGTERM) stops everything.
 #
 # Overrides: TB_WORKER_PORT (8787), TB_ADMIN_PORT (8788), TB_DYNAMO_PORT (8789),
-# TB_MOCK_PORT (8790), TB_INSPECTOR_PORT (9229), TB_DATA_DIR (.data),
+# TB_MOCK_PORT (8790), TB_EPAY_PORT (8791, the local EPay payment simulator),
+# TB_INSPECTOR_PORT (9229), TB_DATA_DIR (.data),
 # TB_DEV_SKIP_BUILD=1 (use what is built; the tests set it).
 # A real provider key in the environment (OPENAI_API_KEY, DEEPSEEK_API_KEY,
 # ANTHROPIC_API_KEY, GEMINI_API_KEY) replaces the mock upstream.
@@ -18,6 +19,7 @@ WORKER_PORT="${TB_WORKER_PORT:-8787}"
 ADMIN_PORT="${TB_ADMIN_PORT:-8788}"
 DYNAMO_PORT="${TB_DYNAMO_PORT:-8789}"
 MOCK_PORT="${TB_MOCK_PORT:-8790}"
+EPAY_PORT="${TB_EPAY_PORT:-8791}"
 INSPECTOR_PORT="${TB_INSPECTOR_PORT:-9229}"
 DATA="$(mkdir -p "${TB_DATA_DIR:-$TB_ROOT/.data}" && cd "${TB_DATA_DIR:-$TB_ROOT/.data}" && pwd)"
 mkdir -p "$DATA/dynamodb" "$DATA/wrangler" "$DATA/logs"
@@ -37,6 +39,7 @@ if [ "${TB_DEV_SKIP_BUILD:-0}" != 1 ]; then
     tb_log "building the worker"
     bash scripts/build-worker.sh
   fi
+  bash scripts/build-console.sh  # quick when console/dist is up to date
   tb_log "building the native binaries"
   cargo build --bins --quiet
 fi
@@ -62,6 +65,10 @@ print(f"ADMIN_PASSWORD=admin-{h(8)}-A1")
 print(f"DEMO_PASSWORD=demo-{h(8)}-D1")
 PY
   )
+fi
+# The local EPay merchant key (added to data folders made before the simulator existed).
+if ! grep -q '^EPAY_KEY=' "$SECRETS"; then
+  "$TB_PYTHON" -c 'import secrets; print(f"EPAY_KEY={secrets.token_hex(16)}")' >>"$SECRETS"
 fi
 set -a; source "$SECRETS"; set +a
 
@@ -107,7 +114,7 @@ wait_tcp() {
   echo "nothing listening on $1" >&2; exit 1
 }
 
-for port in "$DYNAMO_PORT" "$MOCK_PORT" "$WORKER_PORT" "$ADMIN_PORT" "$INSPECTOR_PORT"; do
+for port in "$DYNAMO_PORT" "$MOCK_PORT" "$WORKER_PORT" "$ADMIN_PORT" "$INSPECTOR_PORT" "$EPAY_PORT"; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
     echo "port $port is already in use (another make dev?); set TB_*_PORT to other ports" >&2
     exit 1
@@ -117,6 +124,11 @@ done
 start dynamodb-local "$DATA/logs/dynamodb.log" env -C "$DYNAMODB_LOCAL_DIR" \
   java "-Djava.library.path=./DynamoDBLocal_lib" -jar DynamoDBLocal.jar -sharedDb -dbPath "$DATA/dynamodb" -port "$DYNAMO_PORT"
 start mock-upstream "$DATA/logs/mock.log" "$BIN/mock-upstream" --addr 127.0.0.1 --port "$MOCK_PORT"
+# The payment simulator stands in for the EPay gateway (local only; docs/console.md). It
+# reads EPAY_KEY from the environment (secrets.env is exported).
+EPAY_PID=1001
+start epay-simulator "$DATA/logs/epay.log" env ENVIRONMENT=local EPAY_PID="$EPAY_PID" \
+  "$TB_PYTHON" scripts/epay_simulator.py "$EPAY_PORT"
 
 # The worker: a generated config with the prebuilt shim (no build step), the same
 # bindings as wrangler.toml, short cache TTLs; SYNC_SECRET goes to .dev.vars beside it
@@ -154,6 +166,18 @@ ALLOW_LOOPBACK_UPSTREAMS = "true"
 CATALOGUE_TTL_MS = "1000"
 KEY_CACHE_TTL_MS = "1000"
 TOML
+# The web console as static assets, as in wrangler.toml (when it is built).
+if [ -f "$TB_ROOT/console/dist/index.html" ]; then
+  cat >>"$cfg" <<TOML
+
+[assets]
+directory = "$TB_ROOT/console/dist"
+binding = "ASSETS"
+html_handling = "auto-trailing-slash"
+not_found_handling = "none"
+run_worker_first = ["/v1/*", "/api/*", "/internal/*", "/webhooks/*", "/authorization", "/health", "/chat/*", "/v1beta/*"]
+TOML
+fi
 (umask 077 && printf 'SYNC_SECRET=%s\n' "$SYNC_SECRET" >"$DATA/.dev.vars")
 wrangler d1 migrations apply LEDGER --local --persist-to "$DATA/wrangler" -c "$cfg" >"$DATA/logs/migrations.log" 2>&1 \
   || { echo "D1 migrations failed; see $DATA/logs/migrations.log" >&2; exit 1; }
@@ -164,7 +188,8 @@ wait_tcp "$DYNAMO_PORT"
 start admin-api "$DATA/logs/admin.log" env LOCAL_HTTP_ADDR="127.0.0.1:$ADMIN_PORT" TABLE_NAME=tollbooth \
   CREATE_TABLE=1 AWS_ENDPOINT_URL_DYNAMODB="http://127.0.0.1:$DYNAMO_PORT" AWS_REGION=us-east-1 \
   AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local AWS_EC2_METADATA_DISABLED=true \
-  ALLOW_LOOPBACK_UPSTREAMS=1 EDGE_ORIGIN="$base" "$BIN/admin-api"
+  ALLOW_LOOPBACK_UPSTREAMS=1 EDGE_ORIGIN="$base" PAYMENTS_PUBLIC_URL="$base" EPAY_API_BASE="http://127.0.0.1:$EPAY_PORT" \
+  EPAY_PID="$EPAY_PID" "$BIN/admin-api"
 wait_http "$admin_url/health" admin-api "$DATA/logs/admin.log"
 # The scheduled job (EventBridge in AWS): the same handler on a 30 s timer.
 start jobs "$DATA/logs/jobs.log" env TABLE_NAME=tollbooth JOBS_INTERVAL_SECS=30 \
@@ -172,6 +197,7 @@ start jobs "$DATA/logs/jobs.log" env TABLE_NAME=tollbooth JOBS_INTERVAL_SECS=30 
   AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local AWS_EC2_METADATA_DISABLED=true \
   EDGE_ORIGIN="$base" "$BIN/jobs"
 wait_http "http://127.0.0.1:$MOCK_PORT/_mock/health" mock-upstream "$DATA/logs/mock.log"
+wait_http "http://127.0.0.1:$EPAY_PORT/health" epay-simulator "$DATA/logs/epay.log"
 wait_http "$base/health" worker "$DATA/logs/worker.log"
 
 tb_log "bootstrapping through the front door ($base)"
@@ -186,6 +212,9 @@ cat <<MSG
   Tollbooth is running (ready in $(( $(date +%s) - started ))s). Ctrl-C stops everything; data stays in $DATA.
 
     base URL        $base          (OpenAI-compatible: $base/v1)
+    member portal   $base/
+    admin console   $base/admin/
+    pay simulator   http://127.0.0.1:$EPAY_PORT   (EPay stand-in: orders paid with EPay land here)
     admin login     $ADMIN_EMAIL / $ADMIN_PASSWORD   (POST $base/api/admin/login)
     demo key        $demo_key
     demo model      $demo_model

