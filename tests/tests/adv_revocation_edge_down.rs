@@ -130,6 +130,8 @@ async fn test_revocation_and_suspension_survive_an_edge_outage() {
         rpm: None,
         tpm: None,
         capture: false,
+        app_id: None,
+        byok: false,
         name: Some("k".into()),
         version: 1_000,
     };

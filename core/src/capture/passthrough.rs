@@ -39,7 +39,7 @@ pub fn auth_style(kind: ProviderKind) -> AuthStyle {
     match kind {
         ProviderKind::Anthropic => AuthStyle::XApiKey,
         ProviderKind::Gemini => AuthStyle::Google,
-        ProviderKind::Openai | ProviderKind::Azure => AuthStyle::Bearer,
+        ProviderKind::Openai | ProviderKind::Azure | ProviderKind::Responses => AuthStyle::Bearer,
     }
 }
 
