@@ -1184,7 +1184,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** App login page (HTML). Query: app_id, redirect_uri (must be registered). */
+        /** App login page (HTML). Query: app_id, redirect_uri (registered, exact match), code_challenge (PKCE S256: base64url(sha256(code_verifier)), 43 characters), code_challenge_method=S256, optional state. Sets the CSRF cookie. */
         get: {
             parameters: {
                 query?: never;
@@ -1213,7 +1213,7 @@ export interface paths {
             };
         };
         put?: never;
-        /** Form post (app_id, redirect_uri, email, password, action=login|signup); 302 to redirect_uri?token=&sign=&time=. */
+        /** Form post (app_id, redirect_uri, code_challenge, code_challenge_method, state, csrf, email, password, action=login|signup). The csrf field must equal the tb_authz_csrf cookie (403 otherwise). 302 to redirect_uri?token=&sign=&time=[&state=]. */
         post: {
             parameters: {
                 query?: never;
@@ -1254,10 +1254,18 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Exchange the callback token (Bearer, single use) for {email, username, user_plan, api_token, expire_at}. Optional query sign, time are verified first. */
+        /**
+         * Exchange the callback token (Bearer; single use: taken before any check, so a failed exchange burns it) for {email, username, user_plan, api_token, expire_at}.
+         * @description Query: code_verifier (PKCE, required), redirect_uri (the one the token was issued for, required); server apps (not public) also app_time (unix seconds, within 300 s) and app_sign = hex(HMAC-SHA256(app_secret, "exchange:<token>:<app_time>")). 401 invalid_client when any is missing or wrong, 401 invalid_token when the token is unknown, used or expired.
+         */
         get: {
             parameters: {
-                query?: never;
+                query: {
+                    code_verifier: string;
+                    redirect_uri: string;
+                    app_time?: number;
+                    app_sign?: string;
+                };
                 header?: never;
                 path?: never;
                 cookie?: never;
@@ -1651,13 +1659,15 @@ export interface paths {
         get?: never;
         put?: never;
         /**
-         * Wallet adjustment with a reason (pushed to the edge ledger).
+         * Wallet adjustment with a reason and the client's idempotency key (pushed to the edge ledger through the outbox).
          * @description Needs the admin role (viewer: 403). Written to the audit log.
          */
         post: {
             parameters: {
                 query?: never;
-                header?: never;
+                header?: {
+                    "Idempotency-Key"?: string;
+                };
                 path: {
                     id: string;
                 };
@@ -2827,6 +2837,98 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/admin/jobs/run": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Runs the scheduled job now: downgrades subscriptions past expires_at at the edge, drains the edge outbox and the payments outbox. Returns {downgraded, edge_outbox:{delivered,failed,waiting}, payments_outbox, at}.
+         * @description Needs the admin role (viewer: 403). Written to the audit log.
+         */
+        post: {
+            parameters: {
+                query?: {
+                    /** @description Retry every outbox entry, whatever its backoff. */
+                    force?: "1" | "true";
+                };
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description OK */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content?: never;
+                };
+                /** @description Error */
+                "4XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/admin/edge-outbox": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Edge changes not yet acknowledged by the edge (key records, revocations, member status, allowances, credits), oldest first, with attempts and last_error. */
+        get: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description OK */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content?: never;
+                };
+                /** @description Error */
+                "4XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
 }
 export type webhooks = Record<string, never>;
 export interface components {
@@ -2867,9 +2969,12 @@ export interface components {
             /** @enum {unknown} */
             role: "admin" | "viewer";
         };
+        /** @description A wallet adjustment, idempotent by the client's key. */
         Credit: {
             amount_micros: number;
             reason: string;
+            /** @description 8-64 characters [A-Za-z0-9_-]; or the Idempotency-Key header. Required: a retry with the same key and body answers the stored credit (replayed: true) and is applied once; the same key with another body is 409. */
+            idempotency_key?: string;
         };
         AdminSubscribe: {
             plan_id: string;
@@ -2897,19 +3002,24 @@ export interface components {
         NewApp: {
             name: string;
             callback_urls: string[];
+            /** @description A public client (mobile, desktop, SPA) that cannot keep its secret: token exchanges need PKCE only. Default false: exchanges also need app_time and app_sign. */
+            public?: boolean;
         };
         Provider: {
             id?: string;
             /** @enum {unknown} */
             kind: "openai" | "azure" | "anthropic" | "gemini";
+            /** @description http(s) URL; refused (400, param base_url) when it or any DNS answer of its name is loopback, private, link-local or otherwise not public (loopback only with ALLOW_LOOPBACK_UPSTREAMS=1). Checked again before every model pull. */
             base_url: string;
             credentials?: {
                 id?: string;
                 secret?: string;
                 weight?: number;
             }[];
+            /** @description Default false: `<provider>/<model>` names reach only priced models. */
             prefix_routing?: boolean;
             enabled?: boolean;
+            /** @description Custom upstream headers: sealed at rest and shown masked (`••••1234`) in every response; sending a masked value back keeps the stored one. */
             headers?: {
                 [key: string]: string;
             };

@@ -89,6 +89,16 @@ test("admin journey: provider, pull, model, plan, suspend, codes", async () => {
   await until("the member to show active", async () => (await page.getByTestId("member-status").textContent()) === "Active");
   await until("the edge to serve the member again", async () => (await call("GET", "/v1/models", dev.demo_key)).status === 200);
 
+  // Credit the wallet once: the adjustment is listed with its amount and reason.
+  await page.getByLabel("Amount (negative to debit)", { exact: true }).fill("2.5");
+  await page.getByLabel("Reason", { exact: true }).fill("browser goodwill");
+  await page.getByRole("button", { name: "Apply" }).click();
+  await page.getByText("Saved.").waitFor();
+  const credited = page.getByRole("row").filter({ hasText: "browser goodwill" });
+  await credited.waitFor();
+  assert.equal(await credited.count(), 1);
+  assert.match(await credited.textContent(), /2\.5/);
+
   // Redemption codes: a batch, shown once, downloadable as CSV.
   await page.getByRole("link", { name: "Redemption codes" }).click();
   await page.getByLabel("How many", { exact: true }).fill("3");

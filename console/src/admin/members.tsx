@@ -120,15 +120,24 @@ export function MemberPage({ id }: { id: string }) {
                 class="card"
                 onSubmit={(e) => {
                   const v = formValues(e);
+                  // One idempotency key per filled form: a resubmission after a lost
+                  // answer is applied once; a new key only after success.
+                  const form = e.target as HTMLFormElement;
+                  form.dataset.idem ||= crypto.randomUUID();
                   act.run(async () => {
                     const neg = v.amount.trim().startsWith("-");
                     const micros = toMicros(v.amount.trim().replace(/^-/, ""));
                     await api("post", "/api/admin/members/{id}/credits", {
                       params: { id },
-                      body: { amount_micros: neg ? -micros : micros, reason: v.reason },
+                      body: {
+                        amount_micros: neg ? -micros : micros,
+                        reason: v.reason,
+                        idempotency_key: form.dataset.idem,
+                      },
                     });
                     setMsg(t("common.saved"));
-                    (e.target as HTMLFormElement).reset();
+                    delete form.dataset.idem;
+                    form.reset();
                     m.reload();
                   });
                 }}
