@@ -188,7 +188,7 @@ wait_tcp "$DYNAMO_PORT"
 start admin-api "$DATA/logs/admin.log" env LOCAL_HTTP_ADDR="127.0.0.1:$ADMIN_PORT" TABLE_NAME=tollbooth \
   CREATE_TABLE=1 AWS_ENDPOINT_URL_DYNAMODB="http://127.0.0.1:$DYNAMO_PORT" AWS_REGION=us-east-1 \
   AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local AWS_EC2_METADATA_DISABLED=true \
-  ALLOW_LOOPBACK_UPSTREAMS=1 EDGE_ORIGIN="$base" PAYMENTS_PUBLIC_URL="$base" EPAY_API_BASE="http://127.0.0.1:$EPAY_PORT" \
+  ENVIRONMENT=local ALLOW_LOOPBACK_UPSTREAMS=1 EDGE_ORIGIN="$base" PAYMENTS_PUBLIC_URL="$base" EPAY_API_BASE="http://127.0.0.1:$EPAY_PORT" \
   EPAY_PID="$EPAY_PID" "$BIN/admin-api"
 wait_http "$admin_url/health" admin-api "$DATA/logs/admin.log"
 # The scheduled job (EventBridge in AWS): the same handler on a 30 s timer.

@@ -48,8 +48,8 @@ pub struct Config {
     /// a start-up error, locally too.
     pub dev_defaults: bool,
     /// `ALLOW_LOOPBACK_UPSTREAMS=1`: provider base URLs and model pulls may target
-    /// `127.0.0.1`/`[::1]`/`localhost` (tests and `make dev`). Refused with
-    /// `ENVIRONMENT=production`.
+    /// `127.0.0.1`/`[::1]`/`localhost` (tests and `make dev`). Refused unless
+    /// `ENVIRONMENT` is `local`, `test` or `development`.
     pub allow_loopback: bool,
 }
 
@@ -81,17 +81,23 @@ impl Config {
         };
         let create_table = matches!(get("CREATE_TABLE").as_deref(), Some("1" | "true"));
         let flag = |k: &str| matches!(get(k).as_deref().map(str::trim), Some("1" | "true"));
-        let production = get("ENVIRONMENT").is_some_and(|e| e.trim() == "production");
+        // Development flags need an explicit development environment (as the edge's
+        // config does): a deployment that forgot ENVIRONMENT refuses them too.
+        let development = matches!(
+            get("ENVIRONMENT").as_deref().map(str::trim),
+            Some("local" | "test" | "development")
+        );
         let dev_defaults = flag("DEV_DEFAULTS");
         let allow_loopback = flag("ALLOW_LOOPBACK_UPSTREAMS");
         for (on, name) in [
             (dev_defaults, "DEV_DEFAULTS"),
             (allow_loopback, "ALLOW_LOOPBACK_UPSTREAMS"),
         ] {
-            if on && production {
+            if on && !development {
                 return Err(ConfigError::Invalid {
                     name,
-                    reason: "a development flag is refused with ENVIRONMENT=production".into(),
+                    reason: "a development flag needs ENVIRONMENT=local, test or development"
+                        .into(),
                 });
             }
         }
@@ -246,7 +252,12 @@ mod tests {
             cfg(&[("LOCAL_HTTP_ADDR", "127.0.0.1:1")]).unwrap_err(),
             ConfigError::Missing { name: "JWT_KEYS" }
         );
-        let c = cfg(&[("LOCAL_HTTP_ADDR", "127.0.0.1:1"), ("DEV_DEFAULTS", "1")]).unwrap();
+        let c = cfg(&[
+            ("LOCAL_HTTP_ADDR", "127.0.0.1:1"),
+            ("DEV_DEFAULTS", "1"),
+            ("ENVIRONMENT", "local"),
+        ])
+        .unwrap();
         assert!(c.bootstrap_admin.is_some());
         assert!(format!("{c:?}").contains("<redacted>"));
         assert!(!format!("{c:?}").contains("local-dev-admin-1"));
@@ -319,20 +330,32 @@ mod tests {
 
     #[test]
     fn test_development_flags_refused_in_production() {
-        for flag in ["DEV_DEFAULTS", "ALLOW_LOOPBACK_UPSTREAMS"] {
-            let mut v = PROD.to_vec();
-            v.push(("ENVIRONMENT", "production"));
-            v.push((flag, "1"));
-            let e = cfg(&v).unwrap_err();
-            assert!(
-                e.to_string().starts_with(&format!("{flag} is invalid")),
-                "{e}"
-            );
+        // Refused in production, with no ENVIRONMENT at all, and with any other value.
+        for env in [Some("production"), None, Some("staging"), Some("")] {
+            for flag in ["DEV_DEFAULTS", "ALLOW_LOOPBACK_UPSTREAMS"] {
+                let mut v = PROD.to_vec();
+                if let Some(env) = env {
+                    v.push(("ENVIRONMENT", env));
+                }
+                v.push((flag, "1"));
+                let e = cfg(&v).unwrap_err();
+                assert!(
+                    e.to_string().starts_with(&format!("{flag} is invalid")),
+                    "{env:?}: {e}"
+                );
+            }
         }
-        let mut v = PROD.to_vec();
-        v.push(("ALLOW_LOOPBACK_UPSTREAMS", "1"));
-        assert!(cfg(&v).unwrap().allow_loopback);
+        // Allowed only in an explicit development environment.
+        for env in ["local", "test", "development"] {
+            let mut v = PROD.to_vec();
+            v.push(("ENVIRONMENT", env));
+            v.push(("ALLOW_LOOPBACK_UPSTREAMS", "1"));
+            assert!(cfg(&v).unwrap().allow_loopback, "{env}");
+        }
         assert!(!cfg(&PROD).unwrap().allow_loopback);
+        let mut v = PROD.to_vec();
+        v.push(("ENVIRONMENT", "production"));
+        assert!(!cfg(&v).unwrap().allow_loopback);
     }
 
     #[test]
@@ -341,6 +364,7 @@ mod tests {
             ("LOCAL_HTTP_ADDR", "127.0.0.1:9000"),
             ("CREATE_TABLE", "1"),
             ("DEV_DEFAULTS", "1"),
+            ("ENVIRONMENT", "test"),
         ])
         .unwrap();
         assert_eq!(c.local_http_addr, Some("127.0.0.1:9000".parse().unwrap()));

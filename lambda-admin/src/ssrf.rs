@@ -5,7 +5,8 @@
 //! A name is resolved, every address it answers with must be public, and the pull then
 //! connects to exactly those addresses (`reqwest::ClientBuilder::resolve_to_addrs`), so
 //! a second, different answer (DNS rebinding) is never used. Loopback is allowed only
-//! with `ALLOW_LOOPBACK_UPSTREAMS=1` (tests and `make dev`), which production refuses.
+//! with `ALLOW_LOOPBACK_UPSTREAMS=1` (tests and `make dev`), refused unless `ENVIRONMENT`
+//! is `local`, `test` or `development`.
 //! Clients built here follow no redirects.
 
 use std::net::{IpAddr, SocketAddr};

@@ -67,3 +67,48 @@ fn test_template_declares_the_table_of_ensure_table() {
         assert!(t.contains(needle), "template.yaml lacks {needle}");
     }
 }
+
+/// Every function runs with `ENVIRONMENT: production` (set once in Globals, overridden
+/// nowhere) and none sets a development flag: the admin plane refuses those flags only
+/// when it knows it is in production.
+#[test]
+fn test_every_function_runs_in_production_without_dev_flags() {
+    let t = std::fs::read_to_string(template()).unwrap();
+    let lines: Vec<&str> = t.lines().collect();
+    let globals = lines
+        .iter()
+        .position(|l| l.trim_end() == "Globals:")
+        .expect("template.yaml has Globals");
+    let resources = lines
+        .iter()
+        .position(|l| l.trim_end() == "Resources:")
+        .expect("template.yaml has Resources");
+    assert!(globals < resources);
+    let global_env: Vec<&str> = lines[globals..resources]
+        .iter()
+        .map(|l| l.trim())
+        .filter(|l| l.starts_with("ENVIRONMENT:"))
+        .collect();
+    assert_eq!(
+        global_env,
+        ["ENVIRONMENT: production"],
+        "Globals.Function.Environment must set ENVIRONMENT: production"
+    );
+    for (n, l) in lines.iter().enumerate() {
+        let key = l.trim().split(':').next().unwrap_or_default();
+        assert!(
+            !matches!(key, "DEV_DEFAULTS" | "ALLOW_LOOPBACK_UPSTREAMS"),
+            "template.yaml:{} sets a development flag: {l}",
+            n + 1
+        );
+        if key == "ENVIRONMENT" {
+            assert!(
+                (globals..resources).contains(&n),
+                "template.yaml:{} overrides ENVIRONMENT in a function: {l}",
+                n + 1
+            );
+        }
+    }
+    let functions = t.matches("Type: AWS::Serverless::Function").count();
+    assert!(functions >= 3, "functions: {functions}");
+}

@@ -365,6 +365,8 @@ impl AdminServer {
             .env("AWS_EC2_METADATA_DISABLED", "true")
             // Local test runs: the public development secrets and loopback upstreams (the
             // mock) are explicit opt-ins of the admin plane; a test can override both.
+            // (allowed only with an explicit development ENVIRONMENT).
+            .env("ENVIRONMENT", "test")
             .env("DEV_DEFAULTS", "1")
             .env("ALLOW_LOOPBACK_UPSTREAMS", "1");
         for (k, v) in extra_env {
