@@ -147,6 +147,39 @@ async fn admin_token(st: &St, role: Role) -> String {
     r.body["token"].as_str().unwrap().to_owned()
 }
 
+/// Unknown accounts pay the same argon2 verification as known ones (the dummy hash), for
+/// admins and members: the count of verifications is the same for both.
+#[tokio::test]
+async fn test_login_verifies_a_password_for_unknown_emails_too() {
+    let st = state();
+    admin_token(&st, Role::Admin).await;
+    signup(&st, "known@example.com").await;
+    let verifies = || crate::login::VERIFIES.with(|c| c.get());
+    for (path, known) in [
+        ("/api/admin/login", "root@ops.example.com"),
+        ("/api/auth/login", "known@example.com"),
+    ] {
+        for email in [known, "nobody@example.com"] {
+            let before = verifies();
+            let r = call(
+                &st,
+                "POST",
+                path,
+                None,
+                Some(json!({"email": email, "password": "wrong-password-9"})),
+                NOW,
+            )
+            .await;
+            assert_eq!(r.status, 401, "{path} {email}: {}", r.text);
+            assert_eq!(
+                verifies() - before,
+                1,
+                "{path} {email}: one argon2 verification per attempt"
+            );
+        }
+    }
+}
+
 #[tokio::test]
 async fn test_health_reports_table_status() {
     let st = state();
