@@ -249,6 +249,48 @@ impl EdgeSync for RecordingSync {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A signed push answered with a 307 to another path is not followed: the call fails
+    /// as refused, and the redirect target never sees the signed request.
+    #[tokio::test]
+    async fn test_sync_client_follows_no_redirect() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let hits: Arc<Mutex<Vec<String>>> = Arc::default();
+        let seen = hits.clone();
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                let mut buf = vec![0u8; 8192];
+                let n = sock.read(&mut buf).await.unwrap_or(0);
+                let head = String::from_utf8_lossy(&buf[..n]).to_string();
+                let path = head.split(' ').nth(1).unwrap_or_default().to_owned();
+                seen.lock().unwrap().push(path.clone());
+                let resp = if path.starts_with("/internal/") {
+                    format!(
+                        "HTTP/1.1 307 Temporary Redirect\r\nlocation: http://{addr}/stolen\r\n\
+                         content-length: 0\r\nconnection: close\r\n\r\n"
+                    )
+                } else {
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                     content-length: 11\r\nconnection: close\r\n\r\n{\"ok\":true}"
+                        .to_owned()
+                };
+                let _ = sock.write_all(resp.as_bytes()).await;
+                let _ = sock.shutdown().await;
+            }
+        });
+        let s = HttpEdgeSync::new(Some(format!("http://{addr}")), b"secret-1".to_vec());
+        let r = s
+            .send(calls::member_status("m1", "suspended", 2, "i-1".into()))
+            .await;
+        match r {
+            Err(SyncError::Refused { status, .. }) => assert_eq!(status, 307),
+            other => panic!("a redirect was not refused: {other:?}"),
+        }
+        let hits = hits.lock().unwrap().clone();
+        assert_eq!(hits, ["/internal/v1/members/m1/status"], "{hits:?}");
+    }
 
     #[test]
     fn test_identical_calls_get_distinct_timestamps() {
