@@ -108,3 +108,89 @@ async fn test_toggling_free_plans_never_refills_the_allowance() {
     assert_ne!(s, 200, "paid -> free opened a fresh free allowance: {b}");
     assert_balanced(&st.sync, &member).await;
 }
+
+/// A paid plan grants a paid-only model; when the subscription ends (the admin's
+/// `expire`, as a lapsed payment would) and the scheduled job runs, the member's key is
+/// refused that model at the edge, through the worker, and stays refused.
+#[tokio::test]
+async fn test_ended_paid_subscription_loses_the_paid_only_model_at_the_edge() {
+    let st = Stack::start().await.unwrap();
+    st.catalogue().await;
+    let c = &st.client;
+    let (s, b) = c
+        .req(
+            "POST",
+            "/api/admin/models",
+            Some(&st.root),
+            Some(json!({"name": "premium",
+                "deployments": [{"provider": "mock", "model": "gpt-4o"}],
+                "price": {"input_per_mtok": 1_000_000, "output_per_mtok": 1_000_000},
+                "max_output_tokens": 20})),
+        )
+        .await;
+    assert_eq!(s, 201, "model: {b}");
+    st.plan(json!({"id": "free", "name": "Free", "period": "month",
+                   "allowance_amount": 100_000, "allowance_unit": "tokens",
+                   "allowed_models": ["writer"]}))
+        .await;
+    st.plan(
+        json!({"id": "pro", "name": "Pro", "period": "month", "price_micros": 9_000_000,
+                   "allowance_amount": 100_000, "allowance_unit": "tokens",
+                   "allowed_models": ["writer", "premium"]}),
+    )
+    .await;
+    let (token, member) = c.signup("lapsed@example.com").await;
+    let (s, b) = c
+        .req(
+            "POST",
+            "/api/me/subscription",
+            Some(&token),
+            Some(json!({"plan_id": "free"})),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let (key, _) = st.key(&token).await;
+    let (s, b) = st.chat(&key, "premium").await;
+    assert_ne!(s, 200, "the free plan reached the paid-only model: {b}");
+    assert_balanced(&st.sync, &member).await;
+
+    let admin_sub = |action: &'static str| {
+        let path = format!("/api/admin/members/{member}/subscription");
+        let root = st.root.clone();
+        async move {
+            let (s, b) = c
+                .req(
+                    "POST",
+                    &path,
+                    Some(&root),
+                    Some(json!({"plan_id": "pro", "action": action})),
+                )
+                .await;
+            assert_eq!(s, 200, "{action}: {b}");
+            b
+        }
+    };
+    admin_sub("start").await;
+    let (s, b) = st.chat(&key, "premium").await;
+    assert_eq!(s, 200, "the paid plan did not grant its model: {b}");
+    assert_balanced(&st.sync, &member).await;
+
+    let b = admin_sub("expire").await;
+    assert_eq!(b["subscription"]["status"], "expired", "{b}");
+    st.run_jobs().await;
+    for _ in 0..2 {
+        let (s, b) = st.chat(&key, "premium").await;
+        assert!(
+            s == 402 || s == 403,
+            "an ended paid subscription still reached the paid-only model: {s} {b}"
+        );
+        assert_balanced(&st.sync, &member).await;
+        // A second job run must not bring the paid terms back.
+        st.run_jobs().await;
+    }
+    let (s, b) = c
+        .req("GET", "/api/me/subscription", Some(&token), None)
+        .await;
+    assert_eq!(s, 200, "{b}");
+    assert_ne!(b["subscription"]["status"], "active", "{b}");
+}
