@@ -67,15 +67,25 @@ if ! "$TB_TOOLS/cargo-fuzz/bin/cargo-fuzz" --version 2>/dev/null | grep -q "$CAR
   cargo install --locked cargo-fuzz --version "$CARGO_FUZZ_VERSION" --root "$TB_TOOLS/cargo-fuzz"
 fi
 
-# 8. The coding agents (Claude Code, Codex CLI, Gemini CLI), pinned, for
-#    tests/tests/agents_cli.rs. Installed with Node 22 (Claude Code needs >= 22); the npm
-#    packages carry their platform binaries, nothing is downloaded at run time.
-agents_spec="@anthropic-ai/claude-code@$CLAUDE_CODE_VERSION @openai/codex@$CODEX_VERSION @google/gemini-cli@$GEMINI_CLI_VERSION"
+# 8. The coding agents (Claude Code, Codex CLI, Gemini CLI), pinned with their
+#    transitive dependencies by scripts/agents/package-lock.json, for
+#    tests/tests/agents_cli.rs. Installed with Node 22 (Claude Code needs >= 22) by
+#    `npm ci`; the npm packages carry their platform binaries, nothing is downloaded at
+#    run time. To change a version: edit scripts/env.sh and scripts/agents/package.json,
+#    then `npm install --package-lock-only` in scripts/agents.
+agents_dir="$TB_ROOT/scripts/agents"
+for pin in "@anthropic-ai/claude-code\": \"$CLAUDE_CODE_VERSION" "@openai/codex\": \"$CODEX_VERSION" "@google/gemini-cli\": \"$GEMINI_CLI_VERSION"; do
+  if ! grep -qF "\"$pin\"" "$agents_dir/package.json"; then
+    echo "scripts/agents/package.json does not pin \"$pin\" as scripts/env.sh does" >&2
+    exit 1
+  fi
+done
+agents_spec="@anthropic-ai/claude-code@$CLAUDE_CODE_VERSION @openai/codex@$CODEX_VERSION @google/gemini-cli@$GEMINI_CLI_VERSION lock:$(sha256sum "$agents_dir/package-lock.json" | cut -c1-16)"
 if ! stamp_ok agents "$agents_spec" || ! [ -x "$TB_AGENTS_BIN/claude" ] || ! [ -x "$TB_AGENTS_BIN/codex" ] || ! [ -x "$TB_AGENTS_BIN/gemini" ]; then
   tb_log "installing agents: $agents_spec"
   mkdir -p "$TB_TOOLS/agents"
-  # shellcheck disable=SC2086
-  npm install --silent --no-audit --no-fund --prefix "$TB_TOOLS/agents" $agents_spec
+  cp "$agents_dir/package.json" "$agents_dir/package-lock.json" "$TB_TOOLS/agents/"
+  npm ci --silent --no-audit --no-fund --prefix "$TB_TOOLS/agents"
   stamp_set agents "$agents_spec"
 fi
 

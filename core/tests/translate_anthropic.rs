@@ -441,10 +441,10 @@ fn test_request_round_trip_through_hub_keeps_conversation() {
         back["messages"][2]["content"][0],
         json!({"type": "tool_result", "tool_use_id": "toolu_01", "content": "18C"})
     );
-    assert_eq!(
-        back["thinking"],
-        json!({"type": "enabled", "budget_tokens": 1024})
-    );
+    // The last assistant turn called a tool after signed thinking, and the signature
+    // cannot cross the hub: thinking stays off rather than earn a 400 from Claude (the
+    // edge forwards Anthropic to Anthropic untranslated, signatures and all).
+    assert!(back.get("thinking").is_none(), "{back}");
 }
 
 // --- 5. OpenAI response -> Anthropic response -----------------------------------------
@@ -561,4 +561,45 @@ fn test_unknown_fields_round_trip_through_wire_types() {
     let original = fixture("anthropic/request_tools.json");
     let r: an::MessagesRequest = serde_json::from_value(original.clone()).unwrap();
     assert_eq!(to_value(&r), original);
+}
+
+/// Real Claude answers 400 ("a final assistant message must start with a thinking
+/// block") when thinking is on and the last assistant turn used tools without its signed
+/// thinking, which OpenAI history never carries: thinking stays off for that follow-up.
+#[test]
+fn test_reasoning_effort_is_not_enabled_on_an_unsigned_tool_follow_up() {
+    let req = |messages: Value| -> oa::ChatCompletionRequest {
+        serde_json::from_value(json!({
+            "model": "claude", "max_tokens": 8192, "reasoning_effort": "low",
+            "temperature": 0.5,
+            "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}],
+            "messages": messages
+        }))
+        .unwrap()
+    };
+    // First turn: thinking on.
+    let first = openai_to_anthropic_request(&req(json!([{"role": "user", "content": "hi"}])), 1024)
+        .unwrap();
+    assert_eq!(to_value(&first)["thinking"]["type"], "enabled");
+    // Follow-up to a tool call: thinking off (and temperature kept, as without thinking).
+    let follow = req(json!([
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "reasoning_content": "I should call f",
+         "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "42"}
+    ]));
+    let out = to_value(&openai_to_anthropic_request(&follow, 1024).unwrap());
+    assert!(out.get("thinking").is_none(), "{out}");
+    assert_eq!(out["temperature"], 0.5);
+    // A later plain assistant answer closes the tool loop: thinking is back on.
+    let mut later = follow.clone();
+    later.messages.extend(
+        serde_json::from_value::<Vec<oa::ChatMessage>>(json!([
+            {"role": "assistant", "content": "It is 42."},
+            {"role": "user", "content": "thanks"}
+        ]))
+        .unwrap(),
+    );
+    let out = to_value(&openai_to_anthropic_request(&later, 1024).unwrap());
+    assert_eq!(out["thinking"]["type"], "enabled", "{out}");
 }

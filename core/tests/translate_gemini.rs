@@ -168,7 +168,7 @@ fn test_request_json_object_and_legacy_function_messages() {
         json!({
             "contents": [
                 {"role": "user", "parts": [{"text": "hi"}]},
-                {"role": "model", "parts": [{"functionCall": {"name": "lookup", "args": {"q": "x"}}}]},
+                {"role": "model", "parts": [{"functionCall": {"name": "lookup", "args": {"q": "x"}}, "thoughtSignature": "skip_thought_signature_validator"}]},
                 {"role": "user", "parts": [{"functionResponse": {"name": "lookup", "response": {"found": true}}}]}
             ],
             "tools": [{"functionDeclarations": [{"name": "lookup", "parameters": {"type": "object", "properties": {"q": {"type": "string"}}}}]}],

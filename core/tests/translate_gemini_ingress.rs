@@ -269,3 +269,40 @@ fn test_count_tokens_model_list_and_error_shapes() {
         );
     }
 }
+
+/// Gemini 3 rejects a history `functionCall` part without `thoughtSignature` (400 on the
+/// second request of a tool turn). The signature Gemini issued survives Gemini ingress ->
+/// hub -> Gemini upstream; a call from elsewhere gets Google's documented bypass value.
+#[test]
+fn test_function_call_thought_signature_reaches_the_gemini_upstream() {
+    let body: g::GenerateContentRequest = serde_json::from_value(json!({
+        "contents": [
+            {"role": "user", "parts": [{"text": "weather?"}]},
+            {"role": "model", "parts": [
+                {"functionCall": {"name": "get_weather", "args": {"city": "Oslo"}},
+                 "thoughtSignature": "sig-from-gemini"},
+                {"functionCall": {"name": "get_time", "args": {}}}
+            ]},
+            {"role": "user", "parts": [
+                {"functionResponse": {"name": "get_weather", "response": {"t": 3}}},
+                {"functionResponse": {"name": "get_time", "response": {"t": "noon"}}}
+            ]}
+        ]
+    }))
+    .unwrap();
+    let hub = gi::gemini_to_hub_request(&body, "m", false).unwrap();
+    let up =
+        serde_json::to_value(tollbooth_core::translate::gemini::to_gemini_request(&hub).unwrap())
+            .unwrap();
+    let parts = &up["contents"][1]["parts"];
+    assert_eq!(parts[0]["functionCall"]["name"], "get_weather");
+    assert_eq!(parts[0]["thoughtSignature"], "sig-from-gemini");
+    assert_eq!(parts[1]["functionCall"]["name"], "get_time");
+    assert_eq!(
+        parts[1]["thoughtSignature"],
+        tollbooth_core::translate::gemini::SKIP_THOUGHT_SIGNATURE
+    );
+    // The hub's JSON (what an OpenAI upstream would get) never carries it.
+    let hub_json = serde_json::to_string(&hub).unwrap();
+    assert!(!hub_json.contains("sig-from-gemini"), "{hub_json}");
+}

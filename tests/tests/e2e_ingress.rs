@@ -375,9 +375,10 @@ async fn test_every_ingress_against_every_upstream() {
 
     // Responses against a Responses upstream: the client's body goes as is (reasoning
     // items and `include` kept), with hosted tools and `service_tier` dropped, `store`
-    // false and the output cap set.
+    // false, encrypted reasoning asked for (nothing is stored upstream) and the output
+    // cap set.
     let body = json!({"model": "m-rs", "stream": true, "store": false,
-        "include": ["reasoning.encrypted_content"], "service_tier": "priority",
+        "include": ["message.output_text.logprobs"], "service_tier": "priority",
         "input": [{"type": "reasoning", "id": "rs_1", "summary": [],
                    "encrypted_content": "opaque-blob"},
                   {"role": "user", "content": "Say hello"}],
@@ -409,7 +410,11 @@ async fn test_every_ingress_against_every_upstream() {
         "{sent}"
     );
     assert_eq!(
-        sent_body["include"][0], "reasoning.encrypted_content",
+        sent_body["include"],
+        json!([
+            "message.output_text.logprobs",
+            "reasoning.encrypted_content"
+        ]),
         "{sent}"
     );
     assert_eq!(sent_body["store"], false, "{sent}");

@@ -443,7 +443,8 @@ async fn test_gemini_generate_stream_and_function_call() {
         .unwrap();
     assert_eq!(
         v["candidates"][0]["content"]["parts"],
-        json!([{ "functionCall": { "name": WEATHER_TOOL, "args": { "location": "Paris" } } }])
+        json!([{ "functionCall": { "name": WEATHER_TOOL, "args": { "location": "Paris" } },
+                 "thoughtSignature": "mock-thought-signature" }])
     );
     assert_eq!(v["candidates"][0]["finishReason"], "STOP");
     let resp = gemini(&m, "gemini@tools=1", "streamGenerateContent?alt=sse", treq).await;
@@ -1244,8 +1245,29 @@ async fn test_tools_once_calls_until_a_result_is_back() {
 
     let g_tools = json!([{ "functionDeclarations": [{ "name": WEATHER_TOOL }] }]);
     let g_answered = json!([{ "role": "user", "parts": [{ "text": "w?" }] },
-        { "role": "model", "parts": [{ "functionCall": { "name": WEATHER_TOOL, "args": {} } }] },
+        { "role": "model", "parts": [{ "functionCall": { "name": WEATHER_TOOL, "args": {} },
+                                      "thoughtSignature": "skip_thought_signature_validator" }] },
         { "role": "user", "parts": [{ "functionResponse": { "name": WEATHER_TOOL, "response": {} } }] }]);
+    // Without the signature Gemini 3 (and the mock) refuse the follow-up.
+    let mut unsigned = g_answered.clone();
+    unsigned[1]["parts"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove("thoughtSignature");
+    let r = gemini(
+        &m,
+        "g@tools=once",
+        "generateContent",
+        json!({ "contents": unsigned, "tools": g_tools }),
+    )
+    .await;
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["status"], "INVALID_ARGUMENT");
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("thought_signature"));
     let v: Value = gemini(
         &m,
         "g@tools=once",

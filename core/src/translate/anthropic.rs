@@ -300,7 +300,10 @@ pub fn openai_to_anthropic_request(
     }
 
     let max_tokens = req.max_output_tokens().unwrap_or(default_max_tokens);
-    let thinking = thinking_for(req, max_tokens);
+    // With thinking on, Anthropic answers 400 ("a final assistant message must start
+    // with a thinking block") when the last assistant turn used tools without the signed
+    // thinking that preceded the calls; OpenAI history never carries it.
+    let thinking = thinking_for(req, max_tokens).filter(|_| !unsigned_tool_turn(&turns));
     let thinking_on = matches!(thinking, Some(an::ThinkingConfig::Enabled { .. }));
 
     let system = system_prompt(system);
@@ -338,6 +341,28 @@ pub fn openai_to_anthropic_request(
         // Unknown OpenAI fields are not forwarded: Anthropic rejects unknown fields.
         extra: Map::new(),
     })
+}
+
+/// True when the last assistant turn calls tools and does not start with a signed
+/// thinking (or redacted thinking) block.
+fn unsigned_tool_turn(turns: &[an::Message]) -> bool {
+    let Some(last) = turns.iter().rev().find(|t| t.role == an::Role::Assistant) else {
+        return false;
+    };
+    let an::MessageContent::Blocks(blocks) = &last.content else {
+        return false;
+    };
+    let calls_tools = blocks
+        .iter()
+        .any(|b| matches!(b, an::ContentBlock::ToolUse(_)));
+    let signed = match blocks.first() {
+        Some(an::ContentBlock::Thinking(t)) => {
+            t.signature.as_deref().is_some_and(|s| !s.is_empty())
+        }
+        Some(an::ContentBlock::RedactedThinking(_)) => true,
+        _ => false,
+    };
+    calls_tools && !signed
 }
 
 fn thinking_for(req: &oa::ChatCompletionRequest, max_tokens: u64) -> Option<an::ThinkingConfig> {

@@ -74,6 +74,11 @@ pub fn upstream_path(model: &str, stream: bool) -> String {
 // Request: OpenAI -> Gemini
 // ---------------------------------------------------------------------------------------
 
+/// Google's documented stand-in `thoughtSignature` for a history `functionCall` part whose
+/// real signature is unknown (the call came from another model or the client dropped
+/// it). Gemini 3 answers 400 to a function call in history without any signature.
+pub const SKIP_THOUGHT_SIGNATURE: &str = "skip_thought_signature_validator";
+
 /// Translates an OpenAI chat request into a Gemini request body.
 ///
 /// * `system`/`developer` messages, wherever they appear, become `systemInstruction`
@@ -88,6 +93,8 @@ pub fn upstream_path(model: &str, stream: bool) -> String {
 ///   them, not the gateway). `input_audio` and `file` data become `inlineData`.
 /// * Tool call ids are not forwarded: Gemini pairs calls and results by name and order,
 ///   and an id it did not issue would not mean anything to it.
+/// * Every `functionCall` part carries a `thoughtSignature`: the one Gemini issued when
+///   the call came through a Gemini ingress or upstream, else [`SKIP_THOUGHT_SIGNATURE`].
 /// * Dropped: `reasoning_content` of earlier turns, `user`, `parallel_tool_calls`,
 ///   `reasoning_effort`, `logprobs` and the rest of the OpenAI-only fields.
 pub fn to_gemini_request(
@@ -124,10 +131,18 @@ pub fn to_gemini_request(
                 }
                 for call in msg.tool_calls.iter().flatten() {
                     call_names.insert(call.id.as_str(), call.function.name.as_str());
-                    parts.push(function_call_part(index, &call.id, &call.function)?);
+                    let mut part = function_call_part(index, &call.id, &call.function)?;
+                    part.thought_signature = Some(
+                        call.thought_signature
+                            .clone()
+                            .unwrap_or_else(|| SKIP_THOUGHT_SIGNATURE.to_owned()),
+                    );
+                    parts.push(part);
                 }
                 if let Some(call) = &msg.function_call {
-                    parts.push(function_call_part(index, &call.name, call)?);
+                    let mut part = function_call_part(index, &call.name, call)?;
+                    part.thought_signature = Some(SKIP_THOUGHT_SIGNATURE.to_owned());
+                    parts.push(part);
                 }
                 push_content(&mut contents, g::Role::Model, parts);
             }
@@ -590,7 +605,7 @@ struct CandidateParts {
     text: String,
     has_text: bool,
     reasoning: String,
-    calls: Vec<g::FunctionCall>,
+    calls: Vec<(g::FunctionCall, Option<String>)>,
 }
 
 fn split_parts(candidate: &g::Candidate) -> CandidateParts {
@@ -607,7 +622,10 @@ fn split_parts(candidate: &g::Candidate) -> CandidateParts {
                 out.has_text = true;
             }
             g::PartKind::Thought(t) => out.reasoning.push_str(t),
-            g::PartKind::FunctionCall(call) => out.calls.push(call.clone()),
+            g::PartKind::FunctionCall(call) => {
+                out.calls
+                    .push((call.clone(), part.thought_signature.clone()));
+            }
             _ => {}
         }
     }
@@ -654,8 +672,11 @@ pub fn from_gemini_response(
             .calls
             .iter()
             .enumerate()
-            .map(|(i, call)| {
-                oa::ToolCall::function(call_id(call, i), &call.name, arguments_json(call))
+            .map(|(i, (call, signature))| {
+                let mut tc =
+                    oa::ToolCall::function(call_id(call, i), &call.name, arguments_json(call));
+                tc.thought_signature.clone_from(signature);
+                tc
             })
             .collect();
         let has_tool_calls = !tool_calls.is_empty();
@@ -865,7 +886,7 @@ impl GeminiStreamTranslator {
             }
             if !parts.calls.is_empty() {
                 let mut calls = Vec::with_capacity(parts.calls.len());
-                for call in &parts.calls {
+                for (call, _) in &parts.calls {
                     let n = state.tool_calls;
                     state.tool_calls = n.saturating_add(1);
                     calls.push(oa::ToolCallDelta {

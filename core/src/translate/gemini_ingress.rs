@@ -330,7 +330,9 @@ fn model_turn(
                     .args
                     .as_ref()
                     .map_or_else(|| "{}".to_owned(), Value::to_string);
-                tool_calls.push(oa::ToolCall::function(id, &c.name, args));
+                let mut call = oa::ToolCall::function(id, &c.name, args);
+                call.thought_signature.clone_from(&part.thought_signature);
+                tool_calls.push(call);
             }
             // A signature-only part carries nothing but the signature.
             g::PartKind::Unknown if part.thought_signature.is_some() => {}
@@ -514,6 +516,7 @@ fn function_call_part(call: &oa::ToolCall) -> g::Part {
             args: Some(args),
             extra: Map::new(),
         }),
+        thought_signature: call.thought_signature.clone(),
         ..g::Part::default()
     }
 }

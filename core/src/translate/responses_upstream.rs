@@ -328,12 +328,32 @@ fn input_part(p: &oa::ContentPart, param: &str) -> Result<rs::ContentPart, Trans
 // Passthrough: Responses ingress against a Responses upstream
 // ---------------------------------------------------------------------------------------
 
-/// The client's own body for a Responses upstream: only `model` (the upstream's name)
-/// and `stream` are set, everything else passes untouched.
+/// The `include` value that makes a Responses upstream return reasoning items with their
+/// `encrypted_content`, the only way they can be sent back when nothing is stored.
+pub const ENCRYPTED_REASONING: &str = "reasoning.encrypted_content";
+
+/// The client's own body for a Responses upstream: `model` (the upstream's name) and
+/// `stream` are set, `store` is forced false and `include` gains
+/// [`ENCRYPTED_REASONING`] (once); everything else passes untouched.
 pub fn passthrough_body(body: &Value, upstream_model: &str, stream: bool) -> Value {
     let mut body = body.clone();
     if let Some(obj) = body.as_object_mut() {
         obj.insert("model".into(), Value::String(upstream_model.to_owned()));
+        // Nothing is stored upstream, so reasoning items the client echoes back are only
+        // accepted with their `encrypted_content`: ask for it, or the next turn gets 400
+        // "Item with id 'rs_…' not found".
+        obj.insert("store".into(), Value::Bool(false));
+        let mut include = match obj.remove("include") {
+            Some(Value::Array(items)) => items,
+            _ => Vec::new(),
+        };
+        if !include
+            .iter()
+            .any(|v| v.as_str() == Some(ENCRYPTED_REASONING))
+        {
+            include.push(Value::String(ENCRYPTED_REASONING.to_owned()));
+        }
+        obj.insert("include".into(), Value::Array(include));
         if stream {
             obj.insert("stream".into(), Value::Bool(true));
         } else {
@@ -898,6 +918,27 @@ mod tests {
     }
 
     #[test]
+    fn test_passthrough_forces_store_false_and_asks_for_encrypted_reasoning() {
+        let body = json!({"model": "m", "input": "hi", "store": true,
+            "include": ["message.output_text.logprobs", "reasoning.encrypted_content"]});
+        let out = passthrough_body(&body, "up", false);
+        assert_eq!(out["store"], false);
+        assert_eq!(
+            out["include"],
+            json!([
+                "message.output_text.logprobs",
+                "reasoning.encrypted_content"
+            ])
+        );
+        let out = passthrough_body(
+            &json!({"model": "m", "input": "hi", "include": null}),
+            "up",
+            false,
+        );
+        assert_eq!(out["include"], json!([ENCRYPTED_REASONING]));
+    }
+
+    #[test]
     fn test_passthrough_sets_model_and_stream_only() {
         let body = json!({"model": "client", "input": [{"type": "reasoning", "id": "rs_1",
             "summary": [], "encrypted_content": "gAAA"}], "store": false, "stream": false});
@@ -906,6 +947,7 @@ mod tests {
         assert_eq!(out["stream"], true);
         assert_eq!(out["input"], body["input"]);
         assert_eq!(out["store"], false);
+        assert_eq!(out["include"], json!([ENCRYPTED_REASONING]));
         let mut ev = json!({"type": "response.created", "sequence_number": 0,
             "response": {"id": "resp_1", "object": "response", "model": "gpt-5-upstream"}});
         rewrite_model(&mut ev, "client");

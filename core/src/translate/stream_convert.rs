@@ -191,6 +191,7 @@ fn finish_choice(index: u32, acc: ChoiceAcc) -> oa::ChatChoice {
                 name: tc.name.unwrap_or_default(),
                 arguments: tc.arguments,
             },
+            thought_signature: None,
         })
         .collect();
     let function_call = acc.function_call.map(|(name, arguments)| oa::FunctionCall {

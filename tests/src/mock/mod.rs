@@ -97,7 +97,10 @@
 //!   Responses) and `toolu_mock_0` (Anthropic). Finish reason: `tool_calls` / `tool_use` / Gemini `STOP` with
 //!   a `functionCall` part. OpenAI and Anthropic streams split the arguments JSON into
 //!   `min(chunks, len)` fragments (each a content chunk); Gemini sends the whole
-//!   `functionCall` in one chunk.
+//!   `functionCall` in one chunk, with `thoughtSignature` `mock-thought-signature`.
+//! * **Gemini 3 thought signatures.** A Gemini request whose model turn has a first
+//!   `functionCall` part without `thoughtSignature` gets 400 `INVALID_ARGUMENT`, as
+//!   Gemini 3 answers (any non-empty signature passes).
 //! * **Prompt tokens** P = number of whitespace-separated words in all message text, minimum 1
 //!   (or what `prompt=N` / `usage=body` say).
 //!   Text is: OpenAI every message `content` (string, or `text` of parts); Anthropic `system`

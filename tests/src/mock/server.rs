@@ -566,6 +566,11 @@ async fn answer(
             Err(e) => return error_response(p, 400, &format!("invalid JSON body: {e}")),
         }
     };
+    if let Route::Gemini { .. } = route {
+        if let Some(msg) = gemini::missing_thought_signature(&body) {
+            return error_response(p, 400, &msg);
+        }
+    }
     let needs_model = !matches!(route, Route::Models | Route::Gemini { .. });
     let model = match model {
         Some(m) if !m.is_empty() => m,

@@ -255,6 +255,11 @@ pub struct ToolCall {
     #[serde(rename = "type", default = "function_type")]
     pub kind: String,
     pub function: FunctionCall,
+    /// Gemini's opaque `thoughtSignature` for this call, carried in memory from a Gemini
+    /// ingress or upstream to a Gemini request or response. Never serialized: OpenAI
+    /// upstreams reject unknown fields on tool calls.
+    #[serde(skip)]
+    pub thought_signature: Option<String>,
 }
 
 impl ToolCall {
@@ -271,6 +276,7 @@ impl ToolCall {
                 name: name.into(),
                 arguments: arguments.into(),
             },
+            thought_signature: None,
         }
     }
 }

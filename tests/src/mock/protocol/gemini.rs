@@ -116,9 +116,41 @@ fn response(parts: Value, last: Option<&Answer>, model: &str, id: &str) -> Value
     v
 }
 
+/// The `thoughtSignature` the mock puts on the function calls it makes, as Gemini 3 does.
+pub const MOCK_THOUGHT_SIGNATURE: &str = "mock-thought-signature";
+
 fn function_call_part(name: &str, args: &str) -> Value {
     let args: Value = serde_json::from_str(args).unwrap_or_else(|_| json!({}));
-    json!({ "functionCall": { "name": name, "args": args } })
+    json!({ "functionCall": { "name": name, "args": args },
+            "thoughtSignature": MOCK_THOUGHT_SIGNATURE })
+}
+
+/// Gemini 3's refusal of a history model turn whose first `functionCall` part carries no
+/// `thoughtSignature` (any value passes, as Google's documented bypass value does).
+pub fn missing_thought_signature(body: &Value) -> Option<String> {
+    let contents = body.get("contents").and_then(Value::as_array)?;
+    for (i, c) in contents.iter().enumerate() {
+        if c.get("role").and_then(Value::as_str) != Some("model") {
+            continue;
+        }
+        let parts = c.get("parts").and_then(Value::as_array);
+        let first_call = parts
+            .into_iter()
+            .flatten()
+            .find(|p| field(p, "functionCall", "function_call").is_some());
+        if let Some(part) = first_call {
+            let signed = field(part, "thoughtSignature", "thought_signature")
+                .and_then(Value::as_str)
+                .is_some_and(|s| !s.is_empty());
+            if !signed {
+                return Some(format!(
+                    "Function call is missing a thought_signature in functionCall parts. \
+                     This is required for tools to work correctly (contents[{i}])."
+                ));
+            }
+        }
+    }
+    None
 }
 
 /// Non-stream `GenerateContentResponse`.
