@@ -186,6 +186,11 @@ pub struct Model {
     /// The model's output cap; reservations never exceed it.
     #[serde(default = "default_max_output")]
     pub max_output_tokens: u64,
+    /// The model's input context limit in tokens. Documents and files sent by reference
+    /// (URL or file id) count at this in the reservation's upper bound; without it they
+    /// are refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_input_tokens: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owned_by: Option<String>,
     #[serde(default = "yes")]
@@ -319,6 +324,27 @@ impl Resolved<'_> {
     /// The model's output cap (none for a prefix route priced by the provider default).
     pub fn max_output_tokens(&self) -> Option<u64> {
         self.model.map(|m| m.max_output_tokens)
+    }
+
+    /// The output cap to reserve for when `cap` is sent: raised to the Responses API's
+    /// minimum ([`crate::translate::responses_upstream::MIN_MAX_OUTPUT_TOKENS`], which a
+    /// Responses upstream is always sent at least) when a deployment is a Responses
+    /// upstream, so the reservation is never below what an upstream may produce.
+    pub fn reserved_output_cap(&self, cap: u64) -> u64 {
+        if self
+            .targets
+            .iter()
+            .any(|t| t.provider.kind == ProviderKind::Responses)
+        {
+            cap.max(crate::translate::responses_upstream::MIN_MAX_OUTPUT_TOKENS)
+        } else {
+            cap
+        }
+    }
+
+    /// The model's input context limit, if the catalogue states one.
+    pub fn max_input_tokens(&self) -> Option<u64> {
+        self.model.and_then(|m| m.max_input_tokens)
     }
 
     /// The model's kind (a prefix route priced by the provider default is a chat model).
@@ -536,6 +562,25 @@ mod tests {
             ],
             "plans": [{"id": "free", "allowed_models": ["writer", "oa/*"], "rpm": 10}]
         })
+    }
+
+    #[test]
+    fn test_reserved_output_cap_floors_for_responses_upstreams() {
+        let mut v = sample();
+        v["providers"].as_array_mut().unwrap().push(json!({"id": "rs", "kind": "responses",
+            "base_url": "https://api.openai.com/v1", "credentials": [{"id": "r1", "secret": "sk-r"}]}));
+        v["models"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"name": "reasoner", "deployments": [
+            {"provider": "oa", "model": "gpt-x"}, {"provider": "rs", "model": "o-x"}],
+            "price": {"input_per_mtok": 1, "output_per_mtok": 1}}));
+        let c = Catalogue::new(serde_json::from_value(v).unwrap()).unwrap();
+        let r = c.resolve("reasoner").unwrap();
+        assert_eq!(r.reserved_output_cap(1), 16);
+        assert_eq!(r.reserved_output_cap(500), 500);
+        let w = c.resolve("writer").unwrap();
+        assert_eq!(w.reserved_output_cap(1), 1);
     }
 
     #[test]

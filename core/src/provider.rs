@@ -23,6 +23,8 @@
 //! - Anthropic Messages (forwarded as is to Anthropic upstreams): [`ANTHROPIC_FIELDS`];
 //!   server tools (a `type` other than `custom`, e.g. `web_search_20250305`),
 //!   `mcp_servers` and `container` are refused; `service_tier` is dropped.
+//! - Responses (forwarded as is to Responses upstreams): [`RESPONSES_FIELDS`]; hosted
+//!   tools are dropped and `store` is forced false (`edge-worker` screens the body).
 //! - Translated requests (OpenAI → Anthropic or Gemini) carry only what the translators
 //!   map from typed fields, so they need no extra list.
 
@@ -82,6 +84,35 @@ pub const ANTHROPIC_FIELDS: &[&str] = &[
     "tools",
     "tool_choice",
     "thinking",
+];
+
+/// Top-level Responses fields forwarded to Responses upstreams (the pass-through of
+/// `/v1/responses`); everything else is dropped. Not forwarded: `prompt` (a stored prompt
+/// template), `previous_response_id` and `conversation` (server-side state the gateway
+/// did not see or estimate), `background`, `max_tool_calls`, `service_tier` (the default
+/// tier is what the catalogue prices) and unknown fields.
+pub const RESPONSES_FIELDS: &[&str] = &[
+    "model",
+    "input",
+    "instructions",
+    "max_output_tokens",
+    "temperature",
+    "top_p",
+    "top_logprobs",
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
+    "stream",
+    "stream_options",
+    "store",
+    "metadata",
+    "reasoning",
+    "text",
+    "include",
+    "truncation",
+    "user",
+    "safety_identifier",
+    "prompt_cache_key",
 ];
 
 /// Anthropic fields refused because they are billed outside the token usage (or run

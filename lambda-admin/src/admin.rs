@@ -1181,6 +1181,7 @@ async fn pull_models<S: ItemStore, E>(
                         stream_mode: None,
                         price: Default::default(),
                         max_output_tokens: 16_384,
+                        max_input_tokens: None,
                         // Members see `owned_by`: never the provider id.
                         owned_by: None,
                         enabled: false,

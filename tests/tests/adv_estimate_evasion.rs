@@ -30,6 +30,9 @@ fn tools_body(model: &str) -> Value {
             "parameters": {"type": "object", "properties": props}}}]})
 }
 
+/// The input context limit of the `doc` model.
+const DOC_CONTEXT: u64 = 400_000;
+
 /// (prompt estimate, prompt upper bound) of a body, as docs/billing.md defines them.
 fn prompt_of(body: &Value) -> (u64, u64) {
     let est = estimate_body(body, body.to_string().len() as u64);
@@ -48,6 +51,8 @@ fn catalogue(liar_prompt: u64) -> impl Fn(&str) -> Value {
             json!({"name": name, "deployments": [{"provider": provider, "model": upstream}],
                    "price": price, "max_output_tokens": max})
         };
+        let mut doc = model("doc", "oa", "gpt-up@prompt=300000,ttft=2000", 100);
+        doc["max_input_tokens"] = json!(DOC_CONTEXT);
         json!({
             "version": "estimate-1",
             "providers": [
@@ -64,6 +69,10 @@ fn catalogue(liar_prompt: u64) -> impl Fn(&str) -> Value {
                 model("capped", "oa", "gpt-capped", 1000),
                 model("an-capped", "an", "claude-capped", 500),
                 model("gm-capped", "gm", "gemini-capped", 300),
+                // Reports a 300k-token prompt (a long PDF by file id); 400k input context.
+                doc,
+                model("doc-nolimit", "oa", "gpt-up@prompt=300000", 100),
+                model("an-doc", "an", "claude-up@prompt=300000", 100),
             ],
             "plans": [{"id": "all", "allowed_models": ["*"]}],
         })
@@ -307,4 +316,107 @@ async fn test_concurrent_requests_overdraw_at_most_one_estimate_error() {
         .unwrap();
     assert!(admitted <= 2, "admitted {admitted}");
     assert!(balance >= -50, "balance {balance}");
+}
+
+/// A file by reference (an OpenAI `file_id`): its size is unknown to the gateway (the
+/// upstream holds it), so the upper bound counts it at the model's input context limit.
+/// Concurrent requests against a balance that fits one upper bound and one estimate
+/// overdraw by at most one estimate error; a model without a context limit refuses files
+/// by reference. Anthropic documents by URL are refused at the ingress.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_documents_by_reference_bounded_by_the_context_limit() {
+    let body = |model: &str| {
+        json!({"model": model, "max_tokens": 100, "messages": [{"role": "user", "content": [
+            {"type": "file", "file": {"file_id": "file-big-pdf"}},
+            {"type": "text", "text": "summarise"}]}]})
+    };
+    let gw = Gateway::start(&[], catalogue(1)).await;
+    let key = gw.key("m-nolimit", "all", KeyRole::Member).await;
+    gw.credit("m-nolimit", 10_000_000).await;
+
+    // Anthropic: a document by URL or file id is refused in the caller's shape.
+    for source in [
+        json!({"type": "url", "url": "https://example.com/big.pdf"}),
+        json!({"type": "file", "file_id": "file_1"}),
+    ] {
+        let (s, v) = gw
+            .post_json(
+                "/v1/messages",
+                &key,
+                &json!({"model": "an-doc", "max_tokens": 100, "messages": [{"role": "user",
+                    "content": [{"type": "document", "source": source},
+                                {"type": "text", "text": "summarise"}]}]}),
+            )
+            .await;
+        assert_eq!(s, 400, "{v}");
+        assert_eq!(v["type"], "error", "{v}");
+        assert_eq!(v["error"]["type"], "invalid_request_error", "{v}");
+    }
+
+    // No context limit in the catalogue: refused before anything is reserved.
+    let (s, v) = gw
+        .post_json("/v1/chat/completions", &key, &body("doc-nolimit"))
+        .await;
+    assert_eq!(s, 400, "{v}");
+    assert_eq!(v["error"]["type"], "invalid_request_error", "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("by reference"),
+        "{v}"
+    );
+    gw.settled("m-nolimit").await;
+    let balance = gw.balance("m-nolimit").await["wallet"]["balance_micros"]
+        .as_i64()
+        .unwrap();
+    assert_eq!(balance, 10_000_000);
+
+    let doc = body("doc");
+    let (prompt, worst) = prompt_of(&doc);
+    let worst = worst + DOC_CONTEXT;
+    let truth = 300_000;
+    assert!(prompt < 10_000 && truth < worst, "{prompt} {worst}");
+    let key = gw.key("m-doc", "all", KeyRole::Member).await;
+    gw.credit("m-doc", cost(prompt, 100) + cost(worst, 100))
+        .await;
+    let mut handles = Vec::new();
+    for _ in 0..20 {
+        let http = gw.http.clone();
+        let url = format!("{}/v1/chat/completions", gw.worker.base_url);
+        let key = key.clone();
+        let doc = doc.clone();
+        handles.push(tokio::spawn(async move {
+            http.post(url)
+                .bearer_auth(key)
+                .json(&doc)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }));
+    }
+    let mut admitted = 0;
+    for h in handles {
+        match h.await.unwrap() {
+            200 => admitted += 1,
+            402 => {}
+            other => panic!("unexpected {other}"),
+        }
+    }
+    gw.settled("m-doc").await;
+    let balance = gw.balance("m-doc").await["wallet"]["balance_micros"]
+        .as_i64()
+        .unwrap();
+    let error = (truth - prompt) as i64;
+    eprintln!("admitted {admitted}/20; estimate {prompt}, bound {worst}, balance {balance}");
+    // Counting the file at its constant in the bound would have admitted about
+    // 2 x (body bytes + constant) / estimate of them, each overdrawing ~300k.
+    assert!((1..=2).contains(&admitted), "admitted {admitted}");
+    assert!(
+        balance >= -error,
+        "overdrawn by {} > one estimate error {error}",
+        -balance
+    );
 }

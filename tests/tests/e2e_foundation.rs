@@ -23,28 +23,53 @@ async fn test_worker_health_in_workerd_with_local_d1_and_kv() {
     assert_eq!(body["d1"]["schema_version"], "1");
     assert_eq!(body["kv"]["catalogue_version"], Value::Null);
 
-    // A value written to local KV with wrangler is what the running worker reads.
-    worker
-        .wrangler_local(&[
-            "kv",
-            "key",
-            "put",
-            "--binding",
-            "CONFIG",
-            "catalogue:current",
-            "v42",
-        ])
-        .unwrap();
-    // /health checks the bindings at most every 10 s per isolate (it must stay cheap).
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let (_, body) = get_json(&format!("{}/health", worker.base_url)).await;
-        if body["kv"]["catalogue_version"] == "v42" {
-            break;
+    // A value written to local KV with wrangler is what the running worker reads, but
+    // /health checks the bindings at most every 10 s per isolate (it must stay cheap):
+    // a change shows only once the isolate's last check is 10 s old.
+    let put = |value: &str| {
+        worker
+            .wrangler_local(&[
+                "kv",
+                "key",
+                "put",
+                "--binding",
+                "CONFIG",
+                "catalogue:current",
+                value,
+            ])
+            .unwrap();
+    };
+    let health_until = |value: &'static str| {
+        let url = format!("{}/health", worker.base_url);
+        async move {
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            loop {
+                let (_, body) = get_json(&url).await;
+                if body["kv"]["catalogue_version"] == value {
+                    return std::time::Instant::now();
+                }
+                assert!(std::time::Instant::now() < deadline, "{body}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
         }
-        assert!(std::time::Instant::now() < deadline, "{body}");
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    };
+    put("v41");
+    // Seen at most 100 ms after the isolate re-checked: its cache is fresh.
+    let refreshed = health_until("v41").await;
+    put("v42");
+    let (_, body) = get_json(&format!("{}/health", worker.base_url)).await;
+    assert!(
+        refreshed.elapsed() < Duration::from_secs(9),
+        "the KV write took too long to observe the cache: {:?}",
+        refreshed.elapsed()
+    );
+    assert_eq!(body["kv"]["catalogue_version"], "v41", "cached: {body}");
+    let seen = health_until("v42").await;
+    let after = seen - refreshed;
+    assert!(
+        after >= Duration::from_secs(9) && after < Duration::from_secs(13),
+        "the new value showed {after:?} after the last check"
+    );
 
     let (status, body) = get_json(&format!("{}/no/such/route", worker.base_url)).await;
     assert_eq!(status, 404);

@@ -374,11 +374,12 @@ async fn test_every_ingress_against_every_upstream() {
     assert_eq!(audit.events, served, "one usage event per served request");
 
     // Responses against a Responses upstream: the client's body goes as is (reasoning
-    // items and `include` kept), with hosted tools and `service_tier` dropped, `store`
-    // false, encrypted reasoning asked for (nothing is stored upstream) and the output
-    // cap set.
+    // items and `include` kept), with hosted tools, `service_tier` and fields outside
+    // the allow-list dropped, `store` false, encrypted reasoning asked for (nothing is
+    // stored upstream) and the output cap set.
     let body = json!({"model": "m-rs", "stream": true, "store": false,
         "include": ["message.output_text.logprobs"], "service_tier": "priority",
+        "surprise_field": {"x": 1},
         "input": [{"type": "reasoning", "id": "rs_1", "summary": [],
                    "encrypted_content": "opaque-blob"},
                   {"role": "user", "content": "Say hello"}],
@@ -419,6 +420,7 @@ async fn test_every_ingress_against_every_upstream() {
     );
     assert_eq!(sent_body["store"], false, "{sent}");
     assert!(sent_body.get("service_tier").is_none(), "{sent}");
+    assert!(sent_body.get("surprise_field").is_none(), "{sent}");
     assert!(
         sent_body["max_output_tokens"]
             .as_u64()

@@ -84,6 +84,58 @@ pub struct BodyEstimate {
     pub worst: u64,
     /// Media parts counted by constants.
     pub media_parts: u64,
+    /// Document or file parts sent by reference (a URL or a provider file id): their
+    /// size is unknown here, so [`BodyEstimate::bounded_by`] counts each at the model's
+    /// input limit in the upper bound.
+    pub by_reference: u64,
+}
+
+impl BodyEstimate {
+    /// The estimate with its upper bound covering by-reference documents and files: each
+    /// adds `max_input_tokens` (the model's input context limit) to `worst`, on top of
+    /// its constant. `None` when the body has such parts and the model has no limit: the
+    /// request cannot be bounded and must be refused.
+    pub fn bounded_by(self, max_input_tokens: Option<u64>) -> Option<BodyEstimate> {
+        if self.by_reference == 0 {
+            return Some(self);
+        }
+        let limit = max_input_tokens?;
+        Some(BodyEstimate {
+            worst: self
+                .worst
+                .saturating_add(self.by_reference.saturating_mul(limit)),
+            ..self
+        })
+    }
+}
+
+/// Whether a media object is a document or file sent by reference (URL or file id) rather
+/// than inline: Anthropic `document` with a `url`/`file` source, OpenAI `file` and
+/// Responses `input_file` with `file_id`/`file_url`, Gemini `fileData` that is not an
+/// image. Images by URL are not: providers scale images to a bounded token count.
+fn by_reference(obj: &serde_json::Map<String, serde_json::Value>) -> bool {
+    let has = |v: &serde_json::Value, keys: &[&str]| keys.iter().any(|k| v.get(*k).is_some());
+    match obj.get("type").and_then(serde_json::Value::as_str) {
+        Some("document") => obj
+            .get("source")
+            .and_then(|s| s.get("type"))
+            .and_then(serde_json::Value::as_str)
+            .is_some_and(|t| t != "base64" && t != "text" && t != "content"),
+        Some("file") => obj
+            .get("file")
+            .is_some_and(|f| has(f, &["file_id", "file_url"])),
+        Some("input_file") => obj.contains_key("file_id") || obj.contains_key("file_url"),
+        _ => ["file_data", "fileData"].iter().any(|k| {
+            obj.get(*k).is_some_and(|part| {
+                !part
+                    .get("mime_type")
+                    .or_else(|| part.get("mimeType"))
+                    .and_then(serde_json::Value::as_str)
+                    .unwrap_or("")
+                    .starts_with("image/")
+            })
+        }),
+    }
 }
 
 /// What kind of media a JSON object is, if any.
@@ -133,6 +185,9 @@ fn walk(v: &serde_json::Value, est: &mut BodyEstimate) {
                 est.tokens = est.tokens.saturating_add(constant);
                 est.worst = est.worst.saturating_add(constant);
                 est.media_parts = est.media_parts.saturating_add(1);
+                if by_reference(obj) {
+                    est.by_reference = est.by_reference.saturating_add(1);
+                }
                 return;
             }
             for (k, v) in obj {
@@ -397,5 +452,47 @@ mod tests {
         let limits: OutputLimits = serde_json::from_str(r#"{"max_output_tokens":100}"#).unwrap();
         assert_eq!(limits.default_output_tokens, DEFAULT_OUTPUT_TOKENS);
         assert_eq!(limits.max_output_tokens, Some(100));
+    }
+
+    #[test]
+    fn test_by_reference_documents_are_bounded_by_the_input_limit() {
+        use serde_json::json;
+        let refs = [
+            json!({"type": "document", "source": {"type": "url", "url": "https://x/a.pdf"}}),
+            json!({"type": "document", "source": {"type": "file", "file_id": "file_1"}}),
+            json!({"type": "file", "file": {"file_id": "file-abc"}}),
+            json!({"type": "file", "file": {"file_url": "https://x/a.pdf"}}),
+            json!({"type": "input_file", "file_id": "file-abc"}),
+            json!({"type": "input_file", "file_url": "https://x/a.pdf"}),
+            json!({"fileData": {"mimeType": "application/pdf", "fileUri": "gs://b/a.pdf"}}),
+        ];
+        for part in refs {
+            let body = json!({"messages": [{"role": "user", "content": [part.clone()]}]});
+            let est = estimate_body(&body, 500);
+            assert_eq!(est.by_reference, 1, "{part}");
+            // The estimate keeps the documented constant ...
+            assert!(est.tokens >= FILE_PART_TOKENS && est.tokens < FILE_PART_TOKENS + 100);
+            // ... the upper bound adds the model's input limit per reference.
+            let bounded = est.bounded_by(Some(200_000)).unwrap();
+            assert_eq!(bounded.worst, est.worst + 200_000, "{part}");
+            assert_eq!(bounded.tokens, est.tokens);
+            // Without a limit the request cannot be bounded.
+            assert_eq!(est.bounded_by(None), None, "{part}");
+        }
+        // Inline documents and images by URL are bounded by their bytes / the constant.
+        let inline = [
+            json!({"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBERi0x"}}),
+            json!({"type": "file", "file": {"file_data": "data:application/pdf;base64,JVBERi0x"}}),
+            json!({"type": "input_file", "file_data": "JVBERi0x"}),
+            json!({"inlineData": {"mimeType": "application/pdf", "data": "JVBERi0x"}}),
+            json!({"type": "image", "source": {"type": "url", "url": "https://x/a.png"}}),
+            json!({"fileData": {"mimeType": "image/png", "fileUri": "gs://b/a.png"}}),
+        ];
+        for part in inline {
+            let body = json!({"messages": [{"role": "user", "content": [part.clone()]}]});
+            let est = estimate_body(&body, 500);
+            assert_eq!(est.by_reference, 0, "{part}");
+            assert_eq!(est.bounded_by(None), Some(est));
+        }
     }
 }

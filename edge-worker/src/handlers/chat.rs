@@ -148,7 +148,21 @@ pub async fn prepare(
     } else {
         job.hub.max_tokens = Some(cap);
     }
-    let (estimate, worst) = metering::estimates(&job.prompt, cap, job.choices);
+    let prompt = job
+        .prompt
+        .bounded_by(resolved.max_input_tokens())
+        .ok_or_else(|| {
+            GatewayError::invalid_param(
+                format!(
+                    "The model `{}` does not accept documents or files by reference (URL or \
+                     file id): send them inline.",
+                    job.client_model
+                ),
+                "messages",
+            )
+        })?;
+    let (estimate, worst) =
+        metering::estimates(&prompt, resolved.reserved_output_cap(cap), job.choices);
     let plan = catalogue.plan(&key.plan_id);
     let mut settlement = metering::admit(
         env,

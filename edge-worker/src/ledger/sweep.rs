@@ -146,7 +146,8 @@ pub async fn prune(
             stmt(
                 db,
                 "DELETE FROM reservations WHERE request_id IN (SELECT request_id FROM \
-                 reservations WHERE state = 'settled' AND settled_at < ?1 LIMIT ?2)",
+                 reservations WHERE state IN ('settled', 'expired') AND settled_at < ?1 \
+                 LIMIT ?2)",
                 &[num(horizon), num(limit)],
             )?,
             stmt(

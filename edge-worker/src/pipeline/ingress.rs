@@ -11,7 +11,7 @@ use tollbooth_core::protocol::anthropic as an;
 use tollbooth_core::protocol::gemini as g;
 use tollbooth_core::protocol::openai as oa;
 use tollbooth_core::protocol::responses as rs;
-use tollbooth_core::provider::{screen_anthropic_body, screen_chat_request};
+use tollbooth_core::provider::{screen_anthropic_body, screen_chat_request, RESPONSES_FIELDS};
 use tollbooth_core::translate::anthropic as tan;
 use tollbooth_core::translate::hub::{Ingress, IngressContext};
 use tollbooth_core::translate::responses_ingress as ri;
@@ -143,16 +143,10 @@ fn translate_refusal(e: &TranslateError) -> GatewayError {
 /// translated path drops them.
 const RESPONSES_FORWARDED_TOOLS: &[&str] = &["function", "custom", "namespace"];
 
-/// Top-level Responses fields dropped before a Responses upstream sees the body:
-/// `service_tier` (the default tier is what the catalogue prices).
-const RESPONSES_DROPPED_FIELDS: &[&str] = &["service_tier"];
-
 /// The Responses body as a Responses upstream gets it (see [`ChatJob::responses_body`]).
 fn screen_responses_body(mut value: Value) -> Value {
     if let Some(obj) = value.as_object_mut() {
-        for f in RESPONSES_DROPPED_FIELDS {
-            obj.remove(*f);
-        }
+        obj.retain(|k, _| RESPONSES_FIELDS.contains(&k.as_str()));
         obj.insert("store".into(), Value::Bool(false));
         if let Some(Value::Array(tools)) = obj.get_mut("tools") {
             tools.retain(|t| {
@@ -483,5 +477,23 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.param(), Some("model"));
+    }
+
+    #[test]
+    fn test_responses_passthrough_keeps_only_allowed_fields() {
+        let body = screen_responses_body(serde_json::json!({
+            "model": "m", "input": "hi", "include": ["reasoning.encrypted_content"],
+            "reasoning": {"effort": "low"}, "prompt": {"id": "pmpt_1"},
+            "previous_response_id": "resp_0", "conversation": "conv_1", "background": true,
+            "max_tool_calls": 5, "service_tier": "priority", "surprise_field": 1}));
+        let mut keys: Vec<&str> = body
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        keys.sort_unstable();
+        assert_eq!(keys, ["include", "input", "model", "reasoning", "store"]);
+        assert_eq!(body["store"], false);
     }
 }
