@@ -1268,6 +1268,15 @@ async fn save_model<S: ItemStore, E>(
             ));
         }
     }
+    if model
+        .max_input_tokens
+        .is_some_and(|t| !(1..=MAX_INPUT_TOKENS_LIMIT).contains(&t))
+    {
+        return Err(ApiError::invalid(
+            "max_input_tokens",
+            format!("max_input_tokens must be 1-{MAX_INPUT_TOKENS_LIMIT} when set"),
+        ));
+    }
     check_priced(&model)?;
     let prev: Option<ModelEntry> = load(&st.store, &model_pk(n), ONE, ctx.now).await?;
     if name.is_some() && prev.is_none() {
@@ -1306,6 +1315,10 @@ async fn save_model<S: ItemStore, E>(
         created(body)
     }
 }
+
+/// The largest input context limit an operator may set on a model. The edge counts each
+/// document or file sent by reference at this limit in the reservation's upper bound.
+const MAX_INPUT_TOKENS_LIMIT: u64 = 10_000_000;
 
 /// The edge refuses an enabled model priced at zero unless it is marked `free`
 /// (403 `model_not_priced`): refuse it here first, naming the model.

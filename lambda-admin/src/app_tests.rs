@@ -1491,6 +1491,122 @@ async fn test_providers_sealed_masked_and_published() {
 }
 
 #[tokio::test]
+async fn test_model_max_input_tokens_is_validated_stored_and_published() {
+    let st = state();
+    let admin = admin_token(&st, Role::Admin).await;
+    let r = call(
+        &st,
+        "POST",
+        "/api/admin/providers",
+        Some(&admin),
+        Some(json!({"id": "openai", "kind": "openai",
+        "base_url": "https://api.openai.com/v1", "credentials": [{"secret": "sk-upstream-1234"}]})),
+        NOW,
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let model = |name: &str, limit: Value| {
+        json!({"name": name, "deployments": [{"provider": "openai", "model": "gpt-4o"}],
+               "price": {"input_per_mtok": 1000, "output_per_mtok": 2000},
+               "max_input_tokens": limit})
+    };
+    // Out of range or not a positive integer: 400 naming the field, nothing stored.
+    for bad in [json!(0), json!(10_000_001), json!(-5), json!("many")] {
+        let r = call(
+            &st,
+            "POST",
+            "/api/admin/models",
+            Some(&admin),
+            Some(model("reader", bad.clone())),
+            NOW,
+        )
+        .await;
+        assert_eq!(r.status, 400, "{bad}: {}", r.text);
+        if bad.is_u64() {
+            assert_eq!(r.body["error"]["param"], "max_input_tokens", "{}", r.text);
+        }
+    }
+    let r = call(&st, "GET", "/api/admin/models", Some(&admin), None, NOW).await;
+    assert!(!r.text.contains("reader"), "{}", r.text);
+    // Create with the limit; the response carries it.
+    let r = call(
+        &st,
+        "POST",
+        "/api/admin/models",
+        Some(&admin),
+        Some(model("reader", json!(200_000))),
+        NOW,
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(r.body["max_input_tokens"], 200_000);
+    // Update changes it; a bad update is refused and keeps the stored value.
+    let r = call(
+        &st,
+        "PUT",
+        "/api/admin/models/reader",
+        Some(&admin),
+        Some(model("reader", json!(10_000_001))),
+        NOW,
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert_eq!(r.body["error"]["param"], "max_input_tokens");
+    let r = call(
+        &st,
+        "PUT",
+        "/api/admin/models/reader",
+        Some(&admin),
+        Some(model("reader", json!(128_000))),
+        NOW,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["max_input_tokens"], 128_000);
+    // A model without it stays without it.
+    let mut plain = model("writer", Value::Null);
+    plain.as_object_mut().unwrap().remove("max_input_tokens");
+    let r = call(
+        &st,
+        "POST",
+        "/api/admin/models",
+        Some(&admin),
+        Some(plain),
+        NOW,
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let r = call(&st, "GET", "/api/admin/models", Some(&admin), None, NOW).await;
+    let listed = r.body["data"].as_array().unwrap();
+    let find = |n: &str| listed.iter().find(|m| m["name"] == n).unwrap().clone();
+    assert_eq!(find("reader")["max_input_tokens"], 128_000, "{}", r.text);
+    assert!(find("writer")["max_input_tokens"].is_null(), "{}", r.text);
+    // Published into the catalogue snapshot the edge reads.
+    let r = call(
+        &st,
+        "POST",
+        "/api/admin/catalogue/publish",
+        Some(&admin),
+        None,
+        NOW,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let cat = st
+        .sync
+        .calls()
+        .into_iter()
+        .rev()
+        .find(|c| c.path == "/internal/v1/catalogue")
+        .unwrap();
+    let snap: tollbooth_core::catalogue::CatalogueSnapshot =
+        serde_json::from_value(cat.body.unwrap()).unwrap();
+    let get = |n: &str| snap.models.iter().find(|m| m.name == n).unwrap();
+    assert_eq!(get("reader").max_input_tokens, Some(128_000));
+    assert_eq!(get("writer").max_input_tokens, None);
+}
+
+#[tokio::test]
 async fn test_sync_failure_is_reported_not_hidden() {
     let mut st = state();
     st.sync.fail = true;
