@@ -3038,6 +3038,8 @@ export interface components {
             stream_mode?: "auto" | "force_stream" | "force_non_stream";
             price?: Record<string, never>;
             max_output_tokens?: number;
+            /** @description The model's input context limit in tokens. Documents and files sent by reference (URL or file id) count at this limit in the reservation's upper bound; a model without it refuses them. Absent when unset. */
+            max_input_tokens?: number;
             owned_by?: string;
             enabled?: boolean;
         };

@@ -11,6 +11,14 @@ export function toMicros(s: string): number {
   return Number(m[1]) * 1_000_000 + Number((m[2] ?? "").padEnd(6, "0"));
 }
 
+/** An optional whole token count: blank → unset; anything else must be digits. */
+export function toTokens(s: string | undefined): number | undefined {
+  const v = (s ?? "").trim();
+  if (!v) return undefined;
+  if (!/^\d+$/.test(v)) throw new Error("max_input_tokens");
+  return Number(v);
+}
+
 /** The model as the API takes it back (the list adds read-only fields). */
 function body(m: any) {
   const { pulled_from: _p, removed: _r, ...rest } = m;
@@ -59,6 +67,7 @@ export function ModelsPage() {
           onSubmit={(e) => {
             const v = formValues(e);
             act.run(async () => {
+              const maxInput = toTokens(v.max_input_tokens);
               await api("post", "/api/admin/models", {
                 body: {
                   name: v.name,
@@ -67,6 +76,7 @@ export function ModelsPage() {
                   stream_mode: stream as any,
                   price: { input_per_mtok: toMicros(v.input), output_per_mtok: toMicros(v.output) } as any,
                   enabled,
+                  ...(maxInput === undefined ? {} : { max_input_tokens: maxInput }),
                 },
               });
               setMsg(t("common.saved"));
@@ -83,6 +93,7 @@ export function ModelsPage() {
             <Field label={t("models.input")} name="input" required inputMode="decimal" defaultValue="0.15" />
             <Field label={t("models.output")} name="output" required inputMode="decimal" defaultValue="0.60" />
             <Field label={t("models.aliases")} name="aliases" />
+            <Field label={t("models.max_input")} name="max_input_tokens" inputMode="numeric" />
             <Select
               label={t("models.stream")}
               name="stream_mode"
@@ -113,6 +124,7 @@ export function ModelsPage() {
             key: "models.price",
             cell: (m: any) => (m.price ? `${fmtMicros(m.price.input_per_mtok, 4)} / ${fmtMicros(m.price.output_per_mtok, 4)}` : "—"),
           },
+          { key: "models.max_input", cell: (m: any) => m.max_input_tokens ?? "—" },
           { key: "models.stream", cell: (m: any) => t(`stream.${m.stream_mode ?? "auto"}` as any) },
           { key: "common.enabled", cell: (m: any) => (m.removed ? t("models.removed") : m.enabled ? t("common.yes") : t("common.no")) },
           {

@@ -184,6 +184,7 @@ export const en = {
   "models.aliases": "Aliases (comma separated)",
   "models.deployments": "Deployments",
   "models.price": "Price in / out per 1M",
+  "models.max_input": "Max input tokens",
   "models.stream": "Streaming",
   "models.removed": "Removed upstream",
   "models.publish": "Publish catalogue",

@@ -185,6 +185,7 @@ export const zh: Record<MessageKey, string> = {
   "models.aliases": "别名（逗号分隔）",
   "models.deployments": "部署",
   "models.price": "每百万价格 入 / 出",
+  "models.max_input": "最大输入 Token 数",
   "models.stream": "流式",
   "models.removed": "上游已移除",
   "models.publish": "发布目录",
