@@ -310,7 +310,7 @@ async fn login_handler<S: ItemStore, E>(
         let hash = a.password_hash.clone();
         (a, hash)
     });
-    let address = crate::login::client_address(ctx);
+    let address = crate::login::client_address(&st.policy, ctx);
     let a = crate::login::check(
         st,
         crate::login::Realm::Admin,

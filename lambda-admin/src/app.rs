@@ -28,6 +28,12 @@ pub struct Policy {
     pub max_logins_per_address: u32,
     /// Provider base URLs and model pulls may target loopback (tests, `make dev`).
     pub allow_loopback_upstreams: bool,
+    /// `SYNC_SECRET`: verifies the client address the worker signs
+    /// (`x-tollbooth-client`, see [`crate::login::client_address`]).
+    pub client_ip_secret: Option<crate::config::Secret>,
+    /// A bare `x-forwarded-for` may name the client (only with `ENVIRONMENT` local,
+    /// test or development: the local server has no trusted source address).
+    pub trust_forwarded_for: bool,
 }
 
 impl Default for Policy {
@@ -39,6 +45,8 @@ impl Default for Policy {
             lockout_secs: 900,
             max_logins_per_address: 100,
             allow_loopback_upstreams: false,
+            client_ip_secret: None,
+            trust_forwarded_for: false,
         }
     }
 }
@@ -69,6 +77,9 @@ pub struct Ctx {
     pub headers: http::HeaderMap,
     pub body: Vec<u8>,
     pub now: u64,
+    /// The address API Gateway saw (`requestContext.http.sourceIp`); `None` on the
+    /// local server. Through the worker it is Cloudflare's, not the caller's.
+    pub source_ip: Option<String>,
 }
 
 impl Ctx {
@@ -79,6 +90,16 @@ impl Ctx {
             .query()
             .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
             .unwrap_or_default();
+        let source_ip = match parts
+            .extensions
+            .get::<lambda_http::request::RequestContext>()
+        {
+            Some(lambda_http::request::RequestContext::ApiGatewayV2(c)) => c.http.source_ip.clone(),
+            Some(lambda_http::request::RequestContext::ApiGatewayV1(c)) => {
+                c.identity.source_ip.clone()
+            }
+            _ => None,
+        };
         Ctx {
             method: parts.method.as_str().to_owned(),
             path: parts.uri.path().to_owned(),
@@ -86,6 +107,7 @@ impl Ctx {
             headers: parts.headers,
             body: body.as_ref().to_vec(),
             now,
+            source_ip,
         }
     }
 

@@ -226,7 +226,7 @@ pub async fn authorization_submit_handler<S: ItemStore, E: EdgeSync>(
             .await
         }
         _ => {
-            let address = login::client_address(ctx);
+            let address = login::client_address(&st.policy, ctx);
             authenticate(st, &field("email"), &field("password"), &address, ctx.now).await
         }
     };

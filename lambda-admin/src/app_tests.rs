@@ -22,6 +22,7 @@ fn state() -> St {
         master_key: [7u8; 32],
         policy: Policy {
             max_login_failures: 3,
+            trust_forwarded_for: true,
             ..Policy::default()
         },
         payments: Default::default(),
@@ -60,6 +61,7 @@ async fn call(
         headers,
         body: body.map(|b| b.to_string().into_bytes()).unwrap_or_default(),
         now,
+        source_ip: None,
     };
     finish(handle_ctx(st, ctx).await)
 }
@@ -72,6 +74,7 @@ async fn call_raw(st: &St, method: &str, path: &str, body: &str, now: u64) -> Re
         headers: Default::default(),
         body: body.as_bytes().to_vec(),
         now,
+        source_ip: None,
     };
     finish(handle_ctx(st, ctx).await)
 }
@@ -1016,6 +1019,7 @@ async fn call_headers(
         headers: h,
         body: body.as_bytes().to_vec(),
         now,
+        source_ip: None,
     };
     finish(handle_ctx(st, ctx).await)
 }

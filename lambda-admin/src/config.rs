@@ -209,6 +209,8 @@ impl Config {
             )?)
             .unwrap_or(d.max_logins_per_address),
             allow_loopback_upstreams: allow_loopback,
+            client_ip_secret: sync_secret.clone(),
+            trust_forwarded_for: development,
         };
         Ok(Self {
             table_name,

@@ -273,7 +273,7 @@ pub async fn login_handler<S: ItemStore, E: EdgeSync>(
     ctx: &Ctx,
 ) -> ApiResult<Response<Body>> {
     let b: LoginBody = ctx.json()?;
-    let address = login::client_address(ctx);
+    let address = login::client_address(&st.policy, ctx);
     let member = authenticate(st, &b.email, &b.password, &address, ctx.now).await?;
     if member.status == MemberStatus::Suspended {
         return Err(ApiError::forbidden("this account is suspended"));

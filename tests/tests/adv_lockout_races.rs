@@ -3,9 +3,11 @@
 //! checked, so N parallel wrong guesses get at most `LOGIN_MAX_FAILURES` password
 //! checks, and the right password is refused while the account is locked. Members and
 //! admins share the implementation; a per-address limit caps one client over many
-//! accounts. The real `admin-api` binary on DynamoDB Local.
+//! accounts; the address is the one the worker signs (`x-tollbooth-client`), and a
+//! forged signature is not trusted. The real `admin-api` binary on DynamoDB Local.
 
 use serde_json::json;
+use tollbooth_core::auth::{canonical_host, sign_client_ip, CLIENT_IP_HEADER};
 use tollbooth_tests::admin_client::{AdminClient, MEMBER_PASSWORD};
 use tollbooth_tests::harness::{AdminServer, DynamoLocal};
 
@@ -13,6 +15,7 @@ const ADMIN_EMAIL: &str = "ops@example.com";
 const ADMIN_PASSWORD: &str = "ops-password-123";
 const MAX_FAILURES: usize = 4;
 const PER_ADDRESS: usize = 40;
+const SYNC_SECRET: &str = "lockout-test-sync-secret-0123";
 
 #[tokio::test]
 async fn test_parallel_guesses_cannot_pass_the_lockout() {
@@ -27,6 +30,7 @@ async fn test_parallel_guesses_cannot_pass_the_lockout() {
             ("LOGIN_MAX_FAILURES", max.as_str()),
             ("LOGIN_MAX_PER_ADDRESS", per_address.as_str()),
             ("LOCKOUT_SECS", "600"),
+            ("SYNC_SECRET", SYNC_SECRET),
         ],
     )
     .await
@@ -132,4 +136,38 @@ async fn test_parallel_guesses_cannot_pass_the_lockout() {
         results.iter().filter(|(s, _)| *s == 401).count(),
         PER_ADDRESS + 10 - limited
     );
+
+    // The address is over its limit. A client-made x-tollbooth-client (signed with a
+    // guessed secret) does not move it to another counter; one the worker signs does.
+    let host = canonical_host(&admin.base_url).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let login = |client_ip: String| {
+        let c = &c;
+        async move {
+            let resp = c
+                .http
+                .post(format!("{}/api/auth/login", c.base_url))
+                .header("x-forwarded-for", "192.0.2.77")
+                .header(CLIENT_IP_HEADER, client_ip)
+                .json(&json!({"email": "spray-x@example.com", "password": "spray-pass-1"}))
+                .send()
+                .await
+                .unwrap();
+            let status = resp.status().as_u16();
+            (status, resp.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    for i in 0..3 {
+        let ip = format!("203.0.113.{}", 100 + i);
+        let forged = sign_client_ip(b"guessed-secret-0000000", &ip, now, &host).unwrap();
+        let (s, b) = login(forged).await;
+        assert_eq!(s, 429, "forged address trusted: {b}");
+        assert_eq!(b["error"]["code"], "too_many_attempts", "{b}");
+    }
+    let signed = sign_client_ip(SYNC_SECRET.as_bytes(), "203.0.113.200", now, &host).unwrap();
+    let (s, b) = login(signed).await;
+    assert_eq!(s, 401, "a worker-signed address has its own counter: {b}");
 }

@@ -4,10 +4,12 @@
 //! Randomness and time come in as arguments. Every comparison of a secret or a signature
 //! goes through [`constant_time_eq`]; no type here prints a secret in its `Debug` output.
 
+pub mod client_ip;
 pub mod jwt;
 pub mod keys;
 pub mod signing;
 
+pub use client_ip::{sign_client_ip, verify_client_ip, CLIENT_IP_HEADER, CLIENT_IP_WINDOW_SECS};
 pub use jwt::{JwtError, JwtKey, JwtKeySet, Validation};
 pub use keys::{bearer_token, hash_secret, verify_secret, ApiKey, KeyError, KEY_PREFIX};
 pub use signing::{

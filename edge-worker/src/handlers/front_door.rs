@@ -7,11 +7,16 @@
 //! `/webhooks/...`, without `PATH_PREFIX`. Method, headers (minus hop-by-hop ones), body
 //! (bounded) and status are preserved; redirects are handed to the client, never
 //! followed (the app login flow answers with a 302 to the app's callback). The request
-//! id is carried across in `x-request-id`, the caller's address in `x-forwarded-for`.
+//! id is carried across in `x-request-id`, the caller's address in `x-forwarded-for`
+//! and, when `SYNC_SECRET` is set, signed in `x-tollbooth-client`
+//! ([`tollbooth_core::auth::client_ip`]; bound to the admin origin's host, fresh for
+//! 60 s) so the control plane's per-address login limit cannot be chosen by a caller
+//! who reaches the origin directly. A client's own `x-tollbooth-client` is dropped.
 //! The control plane gets `ADMIN_TIMEOUT_MS` (at most 30 s) to answer its headers;
 //! after that the caller gets 504 in the JSON error shape, and the data plane is not
 //! affected.
 
+use tollbooth_core::auth::{canonical_host, sign_client_ip, CLIENT_IP_HEADER};
 use tollbooth_core::error::GatewayError;
 use worker::{Fetch, Headers, Request, RequestInit, RequestRedirect, Response, ResponseBody};
 
@@ -19,7 +24,7 @@ use crate::context::EdgeError;
 use crate::middleware::Call;
 use crate::protect;
 use crate::upstream::within;
-use crate::util::clock_ms;
+use crate::util::{clock_ms, now_s};
 
 /// Request headers never forwarded: hop-by-hop ones and those the runtime sets.
 const DROP_REQUEST_HEADERS: &[&str] = &[
@@ -34,6 +39,7 @@ const DROP_REQUEST_HEADERS: &[&str] = &[
     "content-length",
     "cf-connecting-ip",
     "x-request-id",
+    CLIENT_IP_HEADER,
 ];
 
 const DROP_RESPONSE_HEADERS: &[&str] = &[
@@ -79,6 +85,13 @@ pub async fn front_door_handler(call: Call<'_>) -> Result<Response, EdgeError> {
     headers.set("x-request-id", &rc.id).map_err(internal)?;
     if let Ok(Some(ip)) = req.headers().get("cf-connecting-ip") {
         headers.set("x-forwarded-for", &ip).map_err(internal)?;
+        let secret = config.sync_secret.as_deref().map(str::trim);
+        let signed = secret
+            .zip(canonical_host(origin))
+            .and_then(|(secret, host)| sign_client_ip(secret.as_bytes(), &ip, now_s(), &host));
+        if let Some(value) = signed {
+            headers.set(CLIENT_IP_HEADER, &value).map_err(internal)?;
+        }
     }
     let method = req.method();
     let body = match method {

@@ -156,6 +156,7 @@ async fn req(
         headers: h,
         body,
         now,
+        source_ip: None,
     };
     finish(handle_ctx(st, ctx).await)
 }
