@@ -17,6 +17,7 @@ use worker::{D1Database, Env, Method, Url};
 
 use super::store::BUCKET;
 use crate::context::EdgeError;
+use crate::handlers::internal::{bad_request as bad, not_found, ok};
 use crate::ledger::{num, stmt, text};
 use crate::middleware::internal;
 
@@ -30,26 +31,6 @@ pub const DELETE_LIMIT: u64 = 500;
 const MAX_TAGS: usize = 20;
 const MAX_TAG_CHARS: usize = 64;
 const MAX_NOTE_CHARS: usize = 2_000;
-
-fn bad(message: impl Into<String>, param: &str) -> EdgeError {
-    GatewayError::invalid_param(message, param).into()
-}
-
-fn not_found(message: &str) -> EdgeError {
-    GatewayError::NotFound {
-        message: message.into(),
-        code: Some("not_found".into()),
-    }
-    .into()
-}
-
-fn ok(extra: Value) -> Result<(u16, Value), EdgeError> {
-    let mut body = json!({ "ok": true });
-    if let (Some(b), Value::Object(m)) = (body.as_object_mut(), extra) {
-        b.extend(m);
-    }
-    Ok((200, body))
-}
 
 /// The filters of a list or a batch.
 #[derive(Debug, Default, Clone, Deserialize)]

@@ -35,11 +35,11 @@ fn unauthorized(message: impl Into<String>) -> EdgeError {
     GatewayError::authentication(message, "invalid_signature").into()
 }
 
-fn bad_request(message: impl Into<String>, param: &str) -> EdgeError {
+pub(crate) fn bad_request(message: impl Into<String>, param: &str) -> EdgeError {
     GatewayError::invalid_param(message, param).into()
 }
 
-fn not_found(message: &str) -> EdgeError {
+pub(crate) fn not_found(message: &str) -> EdgeError {
     GatewayError::NotFound {
         message: message.into(),
         code: Some("not_found".into()),
@@ -47,7 +47,7 @@ fn not_found(message: &str) -> EdgeError {
     .into()
 }
 
-fn ok(extra: Value) -> Result<(u16, Value), EdgeError> {
+pub(crate) fn ok(extra: Value) -> Result<(u16, Value), EdgeError> {
     let mut body = json!({ "ok": true });
     if let (Some(b), Value::Object(m)) = (body.as_object_mut(), extra) {
         b.extend(m);
