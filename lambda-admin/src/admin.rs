@@ -219,6 +219,10 @@ pub async fn route<S: ItemStore, E: EdgeSync>(
             .await?;
             ok(json!({"data": entries}))
         }
+        // The capture review API, proxied to the worker (captures.rs).
+        (_, ["v1", "conversations", ..]) | (_, ["v1", "members", _, "captures"]) => {
+            crate::captures::route(st, ctx, a, segs.get(1..).unwrap_or_default()).await
+        }
         _ => Err(ApiError::new(
             404,
             "invalid_request_error",
@@ -251,7 +255,7 @@ fn limit(ctx: &Ctx) -> usize {
         .clamp(1, 1000)
 }
 
-async fn require_admin<S: ItemStore, E>(
+pub(crate) async fn require_admin<S: ItemStore, E>(
     st: &AppState<S, E>,
     ctx: &Ctx,
     mutating: bool,

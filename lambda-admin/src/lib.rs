@@ -11,6 +11,7 @@
 pub mod admin;
 pub mod app;
 pub mod app_login;
+pub mod captures;
 pub mod config;
 pub mod crypto;
 pub mod dynamo;

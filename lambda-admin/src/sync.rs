@@ -42,6 +42,23 @@ pub struct SyncCall {
 /// The port: sends one call and returns the worker's JSON answer.
 pub trait EdgeSync: Send + Sync {
     fn send(&self, call: SyncCall) -> impl Future<Output = Result<Value, SyncError>> + Send;
+
+    /// Like [`EdgeSync::send`], but a refusal comes back as the worker's status and JSON
+    /// body instead of an error, for callers that pass the worker's answer on (the review
+    /// API proxy: a 404 or a 400 naming the field). `Err` only when the worker was not
+    /// reached or is not configured.
+    fn exchange(
+        &self,
+        call: SyncCall,
+    ) -> impl Future<Output = Result<(u16, Value), SyncError>> + Send {
+        async move {
+            match self.send(call).await {
+                Ok(v) => Ok((200, v)),
+                Err(SyncError::Refused { status, .. }) => Ok((status, Value::Null)),
+                Err(e) => Err(e),
+            }
+        }
+    }
 }
 
 /// Typed helpers for the endpoints of docs/sync-api.md.
@@ -172,6 +189,15 @@ impl HttpEdgeSync {
 
 impl EdgeSync for HttpEdgeSync {
     async fn send(&self, call: SyncCall) -> Result<Value, SyncError> {
+        let path = call.path.clone();
+        let (status, body) = self.exchange(call).await?;
+        if !(200..300).contains(&status) {
+            return Err(SyncError::Refused { path, status });
+        }
+        Ok(body)
+    }
+
+    async fn exchange(&self, call: SyncCall) -> Result<(u16, Value), SyncError> {
         let origin = match &self.origin {
             Some(o) if !self.secret.is_empty() => o,
             _ => return Err(SyncError::NotConfigured),
@@ -209,13 +235,7 @@ impl EdgeSync for HttpEdgeSync {
             .await
             .map_err(|e| SyncError::Unreachable(e.without_url().to_string()))?;
         let status = resp.status().as_u16();
-        if !(200..300).contains(&status) {
-            return Err(SyncError::Refused {
-                path: call.path,
-                status,
-            });
-        }
-        Ok(resp.json::<Value>().await.unwrap_or(Value::Null))
+        Ok((status, resp.json::<Value>().await.unwrap_or(Value::Null)))
     }
 }
 
