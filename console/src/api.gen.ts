@@ -2792,6 +2792,420 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/admin/v1/conversations": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Captured conversations, newest first, each once in its longest form; filters combine with AND. Pass `next` back as `cursor`. */
+        get: {
+            parameters: {
+                query?: {
+                    member?: string;
+                    model?: string;
+                    app?: string;
+                    /** @description the longest capture's status: ok, client_abort, ... */
+                    status?: string;
+                    /** @description pending | confirmed | rejected */
+                    review?: string;
+                    tools?: boolean;
+                    /** @description case-insensitive text search over the last 4096 characters of each conversation */
+                    q?: string;
+                    /** @description unix seconds, last activity >= from */
+                    from?: number;
+                    /** @description unix seconds, last activity < to */
+                    to?: number;
+                    cursor?: string;
+                    /** @description 1..200, default 50 */
+                    limit?: number;
+                };
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description OK */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content?: never;
+                };
+                /** @description Error */
+                "4XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/admin/v1/conversations/review": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Marks every conversation matching a filter (batch), up to 10 000 per call; repeat while `more`.
+         * @description Needs the admin role (viewer: 403). Written to the audit log. Forwarded to the worker's signed internal API.
+         */
+        post: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody: {
+                content: {
+                    "application/json": components["schemas"]["ConversationBatchReview"];
+                };
+            };
+            responses: {
+                /** @description OK */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content?: never;
+                };
+                /** @description Error */
+                "4XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/admin/v1/conversations/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** One conversation: its row, its captures and the longest capture's record. */
+        get: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    id: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description OK */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content?: never;
+                };
+                /** @description Error */
+                "4XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        post?: never;
+        /**
+         * Deletes the conversation, its captures and their bodies.
+         * @description Needs the admin role (viewer: 403). Written to the audit log. Forwarded to the worker's signed internal API.
+         */
+        delete: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    id: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description OK */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content?: never;
+                };
+                /** @description Error */
+                "4XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/admin/v1/conversations/{id}/review": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Marks a conversation confirmed, rejected or pending, with tags and a note.
+         * @description Needs the admin role (viewer: 403). Written to the audit log. Forwarded to the worker's signed internal API.
+         */
+        post: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    id: string;
+                };
+                cookie?: never;
+            };
+            requestBody: {
+                content: {
+                    "application/json": components["schemas"]["ConversationReview"];
+                };
+            };
+            responses: {
+                /** @description OK */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content?: never;
+                };
+                /** @description Error */
+                "4XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/admin/v1/members/{id}/captures": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /**
+         * Deletes a member's captured data (conversations, captures, bodies), up to 10 000 conversations per call; repeat while `more`.
+         * @description Needs the admin role (viewer: 403). Written to the audit log. Forwarded to the worker's signed internal API.
+         */
+        delete: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    id: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description OK */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content?: never;
+                };
+                /** @description Error */
+                "4XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/admin/v1/exports": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Export jobs, newest first (limit 1..200, default 50). */
+        get: {
+            parameters: {
+                query?: {
+                    limit?: number;
+                };
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description OK */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content?: never;
+                };
+                /** @description Error */
+                "4XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        /**
+         * Starts an export job of the conversations matching `filter` (default: review=confirmed) as ShareGPT or OpenAI fine-tuning JSONL. Answers 202 with the queued job; the same Idempotency-Key (per admin, 24 h) answers 200 with the same job, and 409 for a different request.
+         * @description Needs the admin role (viewer: 403). Written to the audit log. Served by the export function.
+         */
+        post: {
+            parameters: {
+                query?: never;
+                header?: {
+                    "Idempotency-Key"?: string;
+                };
+                path?: never;
+                cookie?: never;
+            };
+            requestBody: {
+                content: {
+                    "application/json": components["schemas"]["NewExport"];
+                };
+            };
+            responses: {
+                /** @description Accepted */
+                202: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content?: never;
+                };
+                /** @description Error */
+                "4XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/admin/v1/exports/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** One export job: state (queued | running | done | failed), progress, counts, error; when done, the files (valid.jsonl, invalid.jsonl, manifest.json) with byte size, sha256 and a presigned download URL valid until `urls_expire_at`. */
+        get: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    id: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description OK */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content?: never;
+                };
+                /** @description Error */
+                "4XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/admin/summary": {
         parameters: {
             query?: never;
@@ -3048,6 +3462,43 @@ export interface components {
             capture_default?: boolean;
             /** @enum {unknown} */
             force_stream_default?: "auto" | "force_stream" | "force_non_stream";
+        };
+        /** @description The review list's filters. */
+        ConversationFilter: {
+            member?: string;
+            model?: string;
+            app?: string;
+            status?: string;
+            /** @enum {string} */
+            review?: "pending" | "confirmed" | "rejected";
+            tools?: boolean;
+            q?: string;
+            from?: number;
+            to?: number;
+        };
+        ConversationReview: {
+            /** @enum {string} */
+            review: "pending" | "confirmed" | "rejected";
+            /** @description at most 20, 1-64 characters each */
+            tags?: string[];
+            /** @description at most 2000 characters */
+            note?: string;
+        };
+        ConversationBatchReview: {
+            filter?: components["schemas"]["ConversationFilter"];
+            /** @enum {string} */
+            review: "pending" | "confirmed" | "rejected";
+            tags?: string[];
+            note?: string;
+        };
+        NewExport: {
+            /** @description review defaults to confirmed */
+            filter?: components["schemas"]["ConversationFilter"];
+            /**
+             * @default sharegpt
+             * @enum {string}
+             */
+            format: "sharegpt" | "openai";
         };
     };
     responses: never;

@@ -16,6 +16,7 @@ pub mod config;
 pub mod crypto;
 pub mod dynamo;
 pub mod error;
+pub mod export;
 pub mod jobs;
 pub mod local;
 pub mod login;

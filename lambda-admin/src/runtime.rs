@@ -9,6 +9,8 @@ use tollbooth_core::auth::{JwtKey, JwtKeySet};
 use crate::app::{handle, unix_now, AppState};
 use crate::config::Config;
 use crate::dynamo::DynamoStore;
+use crate::export::files::S3Files;
+use crate::export::ExportConfig;
 use crate::sync::HttpEdgeSync;
 
 /// Reads the config and builds the shared state (the store, the sync client, keys).
@@ -54,14 +56,63 @@ async fn build_state() -> Result<(Config, AppState<DynamoStore, HttpEdgeSync>), 
     Ok((config, state))
 }
 
+type Exports = crate::export::Exports<S3Files>;
+
+/// The export side, when `EXPORT_BUCKET` is set (`S3_ENDPOINT` for a local S3). With
+/// `CREATE_TABLE` (local runs) the bucket is created too. `local` adds the wake-up the
+/// background runner waits on.
+async fn build_exports(
+    config: &Config,
+    local: bool,
+) -> Result<Option<Arc<Exports>>, lambda_http::Error> {
+    let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+    let Some(bucket) = var("EXPORT_BUCKET") else {
+        return Ok(None);
+    };
+    let files = S3Files::from_env(bucket, var("S3_ENDPOINT")).await;
+    if config.create_table {
+        files.ensure_bucket().await?;
+    }
+    let export_config = ExportConfig::from_lookup(|k| std::env::var(k).ok())
+        .map_err(|e| format!("configuration error: {e}"))?;
+    Ok(Some(Arc::new(crate::export::Exports {
+        files,
+        config: export_config,
+        wake: local.then(|| Arc::new(tokio::sync::Notify::new())),
+    })))
+}
+
+/// One request: the export routes to [`crate::export`], everything else to the router.
+async fn dispatch(
+    state: &AppState<DynamoStore, HttpEdgeSync>,
+    exports: Option<&Exports>,
+    req: lambda_http::Request,
+) -> lambda_http::Response<lambda_http::Body> {
+    if crate::export::owns(req.uri().path()) {
+        crate::export::handle(state, exports, req).await
+    } else {
+        handle(state, req).await
+    }
+}
+
 /// Runs one function. Every binary serves the whole router (routes are cheap); which
-/// paths reach which function is decided by the API in template.yaml.
+/// paths reach which function is decided by the API in template.yaml. Locally, with
+/// `EXPORT_BUCKET` set, export jobs run in a background task of this process.
 pub async fn run() -> Result<(), lambda_http::Error> {
     let (config, state) = build_state().await?;
     let state = Arc::new(state);
+    let exports = build_exports(&config, config.local_http_addr.is_some()).await?;
+    if let (Some(ex), Some(_)) = (&exports, config.local_http_addr) {
+        tokio::spawn(crate::export::run_local(
+            Arc::clone(&state),
+            Arc::clone(ex),
+            std::time::Duration::from_secs(5),
+        ));
+    }
     let handler = move |req| {
         let state = Arc::clone(&state);
-        async move { handle(&*state, req).await }
+        let exports = exports.clone();
+        async move { dispatch(&state, exports.as_deref(), req).await }
     };
     match config.local_http_addr {
         Some(addr) => Ok(crate::local::serve_until_signal(addr, handler).await?),
@@ -108,4 +159,53 @@ pub async fn run_jobs() -> Result<(), lambda_http::Error> {
             .await
         }
     }
+}
+
+/// The `export` function: the export routes (HTTP API events) and, on its schedule (any
+/// other event), a sweep that runs queued jobs and resumes those whose runner died
+/// (docs/architecture.md). With `LOCAL_HTTP_ADDR` it serves like [`run`].
+pub async fn run_export() -> Result<(), lambda_http::Error> {
+    let (config, state) = build_state().await?;
+    if config.local_http_addr.is_some() {
+        return run().await;
+    }
+    let state = Arc::new(state);
+    let exports = build_exports(&config, false)
+        .await?
+        .ok_or("EXPORT_BUCKET is not set")?;
+    lambda_http::lambda_runtime::run(lambda_http::lambda_runtime::service_fn(
+        move |event: lambda_http::lambda_runtime::LambdaEvent<serde_json::Value>| {
+            let state = Arc::clone(&state);
+            let exports = Arc::clone(&exports);
+            async move {
+                if event.payload.get("requestContext").is_some() {
+                    let req: lambda_http::request::LambdaRequest =
+                        serde_json::from_value(event.payload)?;
+                    let resp = dispatch(&state, Some(&*exports), req.into()).await;
+                    Ok::<_, lambda_http::Error>(api_gateway_response(resp))
+                } else {
+                    let ran = crate::export::sweep(&*state, &*exports)
+                        .await
+                        .map_err(|e| lambda_http::Error::from(e.message))?;
+                    Ok(serde_json::json!({"ran": ran.len()}))
+                }
+            }
+        },
+    ))
+    .await
+}
+
+/// An HTTP API (payload 2.0) response for `resp`.
+fn api_gateway_response(resp: lambda_http::Response<lambda_http::Body>) -> serde_json::Value {
+    use lambda_http::aws_lambda_events::apigw::ApiGatewayV2httpResponse;
+    let (parts, body) = resp.into_parts();
+    let mut out = ApiGatewayV2httpResponse::default();
+    out.status_code = i64::from(parts.status.as_u16());
+    out.headers = parts.headers;
+    out.is_base64_encoded = matches!(body, lambda_http::Body::Binary(_));
+    out.body = match body {
+        lambda_http::Body::Empty => None,
+        b => Some(b),
+    };
+    serde_json::to_value(out).unwrap_or_default()
 }

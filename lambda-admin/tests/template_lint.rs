@@ -63,6 +63,7 @@ fn test_template_declares_the_table_of_ensure_table() {
         "NoEcho: true",
         "Binary: admin-api",
         "Binary: member-auth",
+        "Binary: export",
     ] {
         assert!(t.contains(needle), "template.yaml lacks {needle}");
     }
