@@ -1,8 +1,11 @@
 # The two commands a newcomer needs; both install what is missing first.
-.PHONY: dev test bench fuzz build-worker
+.PHONY: dev test bench fuzz build-worker export
 
 dev:          ## run the whole system locally with embedded defaults
 	bash scripts/dev.sh
+
+export:       ## export confirmed conversations from the running `make dev` stack (scripts/export.py)
+	@bash -c 'source scripts/env.sh && "$$TB_PYTHON" scripts/export.py'
 
 test:         ## run every test (installs tools, builds, lints)
 	bash scripts/test.sh

@@ -7,7 +7,8 @@
 #
 # Overrides: TB_WORKER_PORT (8787), TB_ADMIN_PORT (8788), TB_DYNAMO_PORT (8789),
 # TB_MOCK_PORT (8790), TB_EPAY_PORT (8791, the local EPay payment simulator),
-# TB_INSPECTOR_PORT (9229), TB_DATA_DIR (.data),
+# TB_S3_PORT (8792, moto's S3 for the export bucket), TB_INSPECTOR_PORT (9229),
+# TB_DATA_DIR (.data),
 # TB_DEV_SKIP_BUILD=1 (use what is built; the tests set it).
 # A real provider key in the environment (OPENAI_API_KEY, DEEPSEEK_API_KEY,
 # ANTHROPIC_API_KEY, GEMINI_API_KEY) replaces the mock upstream.
@@ -20,6 +21,8 @@ ADMIN_PORT="${TB_ADMIN_PORT:-8788}"
 DYNAMO_PORT="${TB_DYNAMO_PORT:-8789}"
 MOCK_PORT="${TB_MOCK_PORT:-8790}"
 EPAY_PORT="${TB_EPAY_PORT:-8791}"
+S3_PORT="${TB_S3_PORT:-8792}"
+EXPORT_BUCKET="${EXPORT_BUCKET:-tollbooth-exports}"
 INSPECTOR_PORT="${TB_INSPECTOR_PORT:-9229}"
 DATA="$(mkdir -p "${TB_DATA_DIR:-$TB_ROOT/.data}" && cd "${TB_DATA_DIR:-$TB_ROOT/.data}" && pwd)"
 mkdir -p "$DATA/dynamodb" "$DATA/wrangler" "$DATA/logs"
@@ -44,7 +47,7 @@ if [ "${TB_DEV_SKIP_BUILD:-0}" != 1 ]; then
   cargo build --bins --quiet
 fi
 BIN="$CARGO_TARGET_DIR/debug"
-for f in "$BIN/admin-api" "$BIN/jobs" "$BIN/mock-upstream" edge-worker/build/index.js; do
+for f in "$BIN/admin-api" "$BIN/jobs" "$BIN/mock-upstream" edge-worker/build/index.js "$TB_MOTO_SERVER"; do
   [ -e "$f" ] || { echo "missing $f: run without TB_DEV_SKIP_BUILD" >&2; exit 1; }
 done
 
@@ -114,7 +117,7 @@ wait_tcp() {
   echo "nothing listening on $1" >&2; exit 1
 }
 
-for port in "$DYNAMO_PORT" "$MOCK_PORT" "$WORKER_PORT" "$ADMIN_PORT" "$INSPECTOR_PORT" "$EPAY_PORT"; do
+for port in "$DYNAMO_PORT" "$MOCK_PORT" "$WORKER_PORT" "$ADMIN_PORT" "$INSPECTOR_PORT" "$EPAY_PORT" "$S3_PORT"; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
     echo "port $port is already in use (another make dev?); set TB_*_PORT to other ports" >&2
     exit 1
@@ -123,6 +126,10 @@ done
 
 start dynamodb-local "$DATA/logs/dynamodb.log" env -C "$DYNAMODB_LOCAL_DIR" \
   java "-Djava.library.path=./DynamoDBLocal_lib" -jar DynamoDBLocal.jar -sharedDb -dbPath "$DATA/dynamodb" -port "$DYNAMO_PORT"
+# The export bucket's S3 (moto's server mode, in memory: exported files last as long as
+# this run; the admin server creates the bucket at start).
+start s3 "$DATA/logs/s3.log" "$TB_MOTO_SERVER" -H 127.0.0.1 -p "$S3_PORT"
+s3_url="http://127.0.0.1:$S3_PORT"
 start mock-upstream "$DATA/logs/mock.log" "$BIN/mock-upstream" --addr 127.0.0.1 --port "$MOCK_PORT"
 # The payment simulator stands in for the EPay gateway (local only; docs/console.md). It
 # reads EPAY_KEY from the environment (secrets.env is exported).
@@ -185,11 +192,12 @@ start wrangler-dev "$DATA/logs/worker.log" wrangler dev -c "$cfg" --local --ip 1
   --inspector-port "$INSPECTOR_PORT" --persist-to "$DATA/wrangler" --show-interactive-dev-session=false
 
 wait_tcp "$DYNAMO_PORT"
+wait_tcp "$S3_PORT"
 start admin-api "$DATA/logs/admin.log" env LOCAL_HTTP_ADDR="127.0.0.1:$ADMIN_PORT" TABLE_NAME=tollbooth \
   CREATE_TABLE=1 AWS_ENDPOINT_URL_DYNAMODB="http://127.0.0.1:$DYNAMO_PORT" AWS_REGION=us-east-1 \
   AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local AWS_EC2_METADATA_DISABLED=true \
   ENVIRONMENT=local ALLOW_LOOPBACK_UPSTREAMS=1 EDGE_ORIGIN="$base" PAYMENTS_PUBLIC_URL="$base" EPAY_API_BASE="http://127.0.0.1:$EPAY_PORT" \
-  EPAY_PID="$EPAY_PID" "$BIN/admin-api"
+  EPAY_PID="$EPAY_PID" EXPORT_BUCKET="$EXPORT_BUCKET" S3_ENDPOINT="$s3_url" "$BIN/admin-api"
 wait_http "$admin_url/health" admin-api "$DATA/logs/admin.log"
 # The scheduled job (EventBridge in AWS): the same handler on a 30 s timer.
 start jobs "$DATA/logs/jobs.log" env TABLE_NAME=tollbooth JOBS_INTERVAL_SECS=30 \
@@ -201,7 +209,7 @@ wait_http "http://127.0.0.1:$EPAY_PORT/health" epay-simulator "$DATA/logs/epay.l
 wait_http "$base/health" worker "$DATA/logs/worker.log"
 
 tb_log "bootstrapping through the front door ($base)"
-"$TB_PYTHON" scripts/dev_bootstrap.py "$DATA" "$base" "$admin_url" "http://127.0.0.1:$MOCK_PORT" \
+TB_S3_URL="$s3_url" TB_EXPORT_BUCKET="$EXPORT_BUCKET" "$TB_PYTHON" scripts/dev_bootstrap.py "$DATA" "$base" "$admin_url" "http://127.0.0.1:$MOCK_PORT" \
   "http://127.0.0.1:$DYNAMO_PORT"
 field() { "$TB_PYTHON" -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$DATA/dev.json" "$1"; }
 demo_key=$(field demo_key)
@@ -219,6 +227,7 @@ cat <<MSG
     demo key        $demo_key
     demo model      $demo_model
     logs            $DATA/logs/     details: $DATA/dev.json
+    export          make export   (confirmed conversations to $DATA/exports/<job id>/)
 
   curl $base/v1/chat/completions \\
     -H "Authorization: Bearer $demo_key" -H "Content-Type: application/json" \\

@@ -143,6 +143,8 @@ def main():
         "demo_key": key,
         "demo_model": demo_model,
         "provider": "mock" if var is None else var.split("_")[0].lower(),
+        "s3_url": os.environ.get("TB_S3_URL"),
+        "export_bucket": os.environ.get("TB_EXPORT_BUCKET"),
     }
     write_private(os.path.join(DATA, "dev.json"), dev)
 

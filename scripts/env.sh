@@ -17,6 +17,9 @@ export BINARYEN_VERSION=132.0.0
 export DYNAMODB_LOCAL_VERSION=11.1.0
 export PY_OPENAI_VERSION=3.54.0
 export PY_ANTHROPIC_VERSION=2.12.0
+# Local S3 for the export bucket (`moto_server`, in the same venv).
+export MOTO_VERSION=5.2.5
+export TB_MOTO_SERVER="$TB_TOOLS/venv/bin/moto_server"
 export CARGO_FUZZ_VERSION=0.13.2
 # The coding agents tests/tests/agents_cli.rs drives (npm, under $TB_TOOLS/agents).
 export CLAUDE_CODE_VERSION=2.1.328

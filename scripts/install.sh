@@ -60,6 +60,14 @@ if ! stamp_ok venv "$py_spec" || ! [ -x "$TB_PYTHON" ]; then
   stamp_set venv "$py_spec"
 fi
 
+# 6b. moto's server mode: the local S3 of the export bucket (make dev, the tests). Its
+#     own step, so that pinning it does not reinstall the packages above.
+if ! stamp_ok moto "$MOTO_VERSION" || ! [ -x "$TB_MOTO_SERVER" ]; then
+  tb_log "installing moto[server]==$MOTO_VERSION"
+  "$TB_TOOLS/venv/bin/pip" install --quiet --disable-pip-version-check "moto[server]==$MOTO_VERSION"
+  stamp_set moto "$MOTO_VERSION"
+fi
+
 # 7. cargo-fuzz for `make fuzz` and the short fuzzing slice of `make test` (the targets
 #    themselves build with the nightly toolchain; scripts/fuzz.sh skips without it).
 if ! "$TB_TOOLS/cargo-fuzz/bin/cargo-fuzz" --version 2>/dev/null | grep -q "$CARGO_FUZZ_VERSION"; then

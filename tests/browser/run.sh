@@ -13,9 +13,9 @@ bash scripts/build-console.sh
 DATA="$TB_ROOT/.data/browser"
 rm -rf "$DATA"
 mkdir -p "$DATA/screenshots"
-read -r W A D M I E < <("$TB_PYTHON" - <<'PY'
+read -r W A D M I E S < <("$TB_PYTHON" - <<'PY'
 import socket
-socks = [socket.socket() for _ in range(6)]
+socks = [socket.socket() for _ in range(7)]
 for s in socks:
     s.bind(("127.0.0.1", 0))
 print(*[s.getsockname()[1] for s in socks])
@@ -24,7 +24,7 @@ for s in socks:
 PY
 )
 setsid env TB_DATA_DIR="$DATA" TB_WORKER_PORT="$W" TB_ADMIN_PORT="$A" TB_DYNAMO_PORT="$D" \
-  TB_MOCK_PORT="$M" TB_INSPECTOR_PORT="$I" TB_EPAY_PORT="$E" TB_DEV_SKIP_BUILD=1 \
+  TB_MOCK_PORT="$M" TB_INSPECTOR_PORT="$I" TB_EPAY_PORT="$E" TB_S3_PORT="$S" TB_DEV_SKIP_BUILD=1 \
   OPENAI_API_KEY= DEEPSEEK_API_KEY= ANTHROPIC_API_KEY= GEMINI_API_KEY= \
   bash scripts/dev.sh >"$DATA/dev.log" 2>&1 </dev/null &
 stack=$!

@@ -125,6 +125,12 @@ pub const STACK_ADMIN_PASSWORD: &str = "ops-password-123";
 
 impl Stack {
     pub async fn start() -> Result<Stack, crate::harness::BoxError> {
+        Self::start_with(&[]).await
+    }
+
+    /// [`Stack::start`] with more variables for the admin server (e.g. the export
+    /// bucket's `EXPORT_BUCKET` and `S3_ENDPOINT`).
+    pub async fn start_with(admin_env: &[(&str, &str)]) -> Result<Stack, crate::harness::BoxError> {
         use crate::harness::{
             free_port, AdminServer, DynamoLocal, EdgeWorker, MockUpstream, WorkerOptions,
         };
@@ -132,16 +138,14 @@ impl Stack {
         let mock = MockUpstream::start(&[]).await?;
         let worker_port = free_port();
         let worker_url = format!("http://127.0.0.1:{worker_port}");
-        let admin = AdminServer::start(
-            &dynamo.endpoint,
-            &[
-                ("EDGE_ORIGIN", worker_url.as_str()),
-                ("SYNC_SECRET", STACK_SYNC_SECRET),
-                ("ADMIN_EMAIL", STACK_ADMIN_EMAIL),
-                ("ADMIN_PASSWORD", STACK_ADMIN_PASSWORD),
-            ],
-        )
-        .await?;
+        let mut env = vec![
+            ("EDGE_ORIGIN", worker_url.as_str()),
+            ("SYNC_SECRET", STACK_SYNC_SECRET),
+            ("ADMIN_EMAIL", STACK_ADMIN_EMAIL),
+            ("ADMIN_PASSWORD", STACK_ADMIN_PASSWORD),
+        ];
+        env.extend_from_slice(admin_env);
+        let admin = AdminServer::start(&dynamo.endpoint, &env).await?;
         let vars = [
             ("SYNC_SECRET", STACK_SYNC_SECRET),
             ("ALLOW_LOOPBACK_UPSTREAMS", "true"),

@@ -319,6 +319,26 @@ impl DynamoLocal {
     }
 }
 
+/// A local S3 (moto's server mode, `TB_MOTO_SERVER` from scripts/env.sh) for the export
+/// bucket. The admin server creates its bucket at start.
+pub struct LocalS3 {
+    pub endpoint: String,
+    pub proc: Proc,
+}
+
+impl LocalS3 {
+    pub async fn start() -> Result<Self, BoxError> {
+        let bin = env_path("TB_MOTO_SERVER")?;
+        let port = free_port();
+        let mut cmd = Command::new(bin);
+        cmd.args(["-H", "127.0.0.1", "-p"]).arg(port.to_string());
+        let mut proc = Proc::spawn("moto-s3", cmd)?;
+        let endpoint = format!("http://127.0.0.1:{port}");
+        wait_answer(&format!("{endpoint}/"), Duration::from_secs(60), &mut proc).await?;
+        Ok(Self { endpoint, proc })
+    }
+}
+
 /// The mock upstream binary.
 pub struct MockUpstream {
     pub base_url: String,

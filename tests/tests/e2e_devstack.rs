@@ -21,6 +21,7 @@ struct Ports {
     mock: u16,
     inspector: u16,
     epay: u16,
+    s3: u16,
 }
 
 fn start_devstack(data: &Path, p: &Ports, run: u32) -> Result<Proc, BoxError> {
@@ -35,6 +36,7 @@ fn start_devstack(data: &Path, p: &Ports, run: u32) -> Result<Proc, BoxError> {
         .env("TB_MOCK_PORT", p.mock.to_string())
         .env("TB_INSPECTOR_PORT", p.inspector.to_string())
         .env("TB_EPAY_PORT", p.epay.to_string())
+        .env("TB_S3_PORT", p.s3.to_string())
         .env("TB_DEV_SKIP_BUILD", "1");
     // The mock upstream, whatever the developer's shell holds.
     for var in [
@@ -145,8 +147,8 @@ fn stop_and_check(mut proc: Proc, data: &Path) {
         .collect();
     assert_eq!(
         pgids.len(),
-        6,
-        "dynamodb, mock, epay simulator, worker, admin, jobs: {pgids:?}"
+        7,
+        "dynamodb, s3, mock, epay simulator, worker, admin, jobs: {pgids:?}"
     );
     let leader = i32::try_from(proc.pid()).unwrap();
     // SAFETY: signals only the group the harness created for dev.sh.
@@ -180,6 +182,7 @@ async fn test_make_dev_runs_stops_and_keeps_data() {
         mock: free_port(),
         inspector: free_port(),
         epay: free_port(),
+        s3: free_port(),
     };
     let http = reqwest::Client::new();
 
@@ -274,6 +277,34 @@ async fn test_make_dev_runs_stops_and_keeps_data() {
         "{summary}"
     );
     assert!(summary["latency_ms_mean"].is_number(), "{summary}");
+
+    // `make export` against this stack: a job through the front door, the three files
+    // downloaded through their presigned URLs (moto's S3) into the chosen folder. The
+    // demo member's traffic is not captured, so both JSONL files are empty.
+    let out = data.join("export-out");
+    let run = Command::new(std::env::var("TB_PYTHON").unwrap_or_else(|_| "python3".into()))
+        .arg(repo_root().join("scripts/export.py"))
+        .env("TB_DATA_DIR", &data)
+        .env("EXPORT_DIR", &out)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "make export: {stdout}{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(
+        stdout.starts_with("valid 0  invalid 0  total 0"),
+        "{stdout}"
+    );
+    let manifest: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["filter"], json!({"review": "confirmed"}));
+    assert_eq!(manifest["counts"]["total"], 0);
+    for f in ["valid.jsonl", "invalid.jsonl"] {
+        assert_eq!(std::fs::read(out.join(f)).unwrap().len(), 0, "{f}");
+    }
 
     stop_and_check(proc, &data);
 
