@@ -9,8 +9,10 @@ use tollbooth_core::auth::{JwtKey, JwtKeySet};
 use crate::app::{handle, unix_now, AppState};
 use crate::config::Config;
 use crate::dynamo::DynamoStore;
-use crate::export::files::S3Files;
+use crate::export::files::{ExportFiles, S3Files};
 use crate::export::ExportConfig;
+use crate::store::ItemStore;
+use crate::sync::EdgeSync;
 use crate::sync::HttpEdgeSync;
 
 /// Reads the config and builds the shared state (the store, the sync client, keys).
@@ -83,9 +85,9 @@ async fn build_exports(
 }
 
 /// One request: the export routes to [`crate::export`], everything else to the router.
-async fn dispatch(
-    state: &AppState<DynamoStore, HttpEdgeSync>,
-    exports: Option<&Exports>,
+pub async fn dispatch<S: ItemStore, E: EdgeSync, F: ExportFiles>(
+    state: &AppState<S, E>,
+    exports: Option<&crate::export::Exports<F>>,
     req: lambda_http::Request,
 ) -> lambda_http::Response<lambda_http::Body> {
     if crate::export::owns(req.uri().path()) {
@@ -177,22 +179,30 @@ pub async fn run_export() -> Result<(), lambda_http::Error> {
         move |event: lambda_http::lambda_runtime::LambdaEvent<serde_json::Value>| {
             let state = Arc::clone(&state);
             let exports = Arc::clone(&exports);
-            async move {
-                if event.payload.get("requestContext").is_some() {
-                    let req: lambda_http::request::LambdaRequest =
-                        serde_json::from_value(event.payload)?;
-                    let resp = dispatch(&state, Some(&*exports), req.into()).await;
-                    Ok::<_, lambda_http::Error>(api_gateway_response(resp))
-                } else {
-                    let ran = crate::export::sweep(&*state, &*exports)
-                        .await
-                        .map_err(|e| lambda_http::Error::from(e.message))?;
-                    Ok(serde_json::json!({"ran": ran.len()}))
-                }
-            }
+            async move { export_event(&state, &exports, event.payload).await }
         },
     ))
     .await
+}
+
+/// One invocation of the `export` function: an HTTP API event (it has a
+/// `requestContext`) is served and answered in the payload 2.0 response shape; any other
+/// event (the schedule's) runs a sweep.
+pub async fn export_event<S: ItemStore, E: EdgeSync, F: ExportFiles>(
+    state: &AppState<S, E>,
+    exports: &crate::export::Exports<F>,
+    payload: serde_json::Value,
+) -> Result<serde_json::Value, lambda_http::Error> {
+    if payload.get("requestContext").is_some() {
+        let req: lambda_http::request::LambdaRequest = serde_json::from_value(payload)?;
+        let resp = dispatch(state, Some(exports), req.into()).await;
+        Ok(api_gateway_response(resp))
+    } else {
+        let ran = crate::export::sweep(state, exports)
+            .await
+            .map_err(|e| lambda_http::Error::from(e.message))?;
+        Ok(serde_json::json!({"ran": ran}))
+    }
 }
 
 /// An HTTP API (payload 2.0) response for `resp`.

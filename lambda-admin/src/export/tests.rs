@@ -94,6 +94,11 @@ fn exports(files: MemoryFiles, page_size: usize) -> Exports<MemoryFiles> {
 
 /// A session token for an admin account of `role`, written straight to the store.
 async fn token(st: &St, email: &str, role: Role) -> String {
+    token_at(st, email, role, NOW).await
+}
+
+/// [`token`] issued at `at` (requests that read the real clock need a real time).
+async fn token_at(st: &St, email: &str, role: Role, at: u64) -> String {
     // Written as JSON, not as `Admin`, so fields the account gains later keep defaults.
     let admin = json!({"email": email, "role": role, "password_hash": "unused",
                        "created_at": NOW});
@@ -107,7 +112,7 @@ async fn token(st: &St, email: &str, role: Role) -> String {
         .await
         .unwrap();
     let sid = format!("sid-{email}");
-    let (t, exp) = issue_session(st, email, &sid, "admin", Some(role), NOW).unwrap();
+    let (t, exp) = issue_session(st, email, &sid, "admin", Some(role), at).unwrap();
     let s = Session {
         member_id: email.into(),
         expires_at: exp,
@@ -586,4 +591,54 @@ async fn test_errors_retry_then_fail_and_the_size_bound_holds() {
     let (j, _) = load_job(&st.store, &id).await.unwrap().unwrap();
     assert!(j.error.unwrap().contains("EXPORT_MAX_BYTES"));
     assert!(files.objects.lock().unwrap().is_empty());
+}
+
+/// The `export` function's two kinds of invocation: an HTTP API event is served (and
+/// answered in the payload 2.0 shape), the schedule's event runs a sweep.
+#[tokio::test]
+async fn test_export_function_events_http_and_schedule() {
+    let st = state(sample_edge());
+    let files = MemoryFiles::default();
+    let ex = exports(files.clone(), 10);
+    let t = token_at(&st, "ops@example.com", Role::Admin, unix_now()).await;
+    let http_event = |method: &str, path: &str, body: Option<&str>| {
+        json!({"version": "2.0", "routeKey": format!("{method} {path}"), "rawPath": path,
+               "rawQueryString": "", "cookies": [],
+               "headers": {"authorization": format!("Bearer {t}"),
+                           "content-type": "application/json",
+                           "idempotency-key": "event-1"},
+               "requestContext": {"accountId": "1", "apiId": "api", "domainName": "x",
+                   "domainPrefix": "x", "requestId": "r1", "routeKey": "$default",
+                   "stage": "$default", "time": "02/Dec/2026:00:00:00 +0000",
+                   "timeEpoch": 1_800_000_000_000u64,
+                   "http": {"method": method, "path": path, "protocol": "HTTP/1.1",
+                            "sourceIp": "203.0.113.9", "userAgent": "test"}},
+               "body": body, "isBase64Encoded": false})
+    };
+    let r = crate::runtime::export_event(&st, &ex, http_event("POST", PATH_PREFIX, Some("{}")))
+        .await
+        .unwrap();
+    assert_eq!(r["statusCode"], 202, "{r}");
+    let job: Value = serde_json::from_str(r["body"].as_str().unwrap()).unwrap();
+    let id = job["id"].as_str().unwrap().to_owned();
+    // The schedule's event: the queued job runs.
+    let sched = json!({"version": "0", "source": "aws.events",
+                       "detail-type": "Scheduled Event", "detail": {}});
+    let r = crate::runtime::export_event(&st, &ex, sched).await.unwrap();
+    assert_eq!(r["ran"], json!([[id, "done"]]), "{r}");
+    let r = crate::runtime::export_event(
+        &st,
+        &ex,
+        http_event("GET", &format!("{PATH_PREFIX}/{id}"), None),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r["statusCode"], 200, "{r}");
+    let job: Value = serde_json::from_str(r["body"].as_str().unwrap()).unwrap();
+    assert_eq!(job["state"], "done");
+    // Other paths reaching this function go to the main router.
+    let r = crate::runtime::export_event(&st, &ex, http_event("GET", "/api/admin/me", None))
+        .await
+        .unwrap();
+    assert_eq!(r["statusCode"], 200, "{r}");
 }
