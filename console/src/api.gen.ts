@@ -3043,7 +3043,7 @@ export interface paths {
         put?: never;
         post?: never;
         /**
-         * Deletes a member's captured data (conversations, captures, bodies), up to 10 000 conversations per call; repeat while `more`.
+         * Deletes a member's captured data (conversations, captures, bodies), up to 2 000 conversations per call; repeat while `more`.
          * @description Needs the admin role (viewer: 403). Written to the audit log. Forwarded to the worker's signed internal API.
          */
         delete: {
