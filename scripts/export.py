@@ -1,7 +1,7 @@
 """`make export`: runs a training-data export against the running `make dev` stack.
 
 Logs in as the admin from DATA/dev.json through the front door, starts an export job
-(POST /api/admin/v1/exports), polls it until it is done, downloads valid.jsonl,
+(POST /api/admin/exports), polls it until it is done, downloads valid.jsonl,
 invalid.jsonl and manifest.json through their presigned URLs into a folder (default
 DATA/exports/<job id>/), checks each file's size and SHA-256 against the job, and prints
 the counts. Standard library only.
@@ -75,7 +75,7 @@ def main():
         fail(f"admin login failed: HTTP {status} {error_of(b)}")
     token = b["token"]
 
-    status, job = call(base, "POST", "/api/admin/v1/exports", token,
+    status, job = call(base, "POST", "/api/admin/exports", token,
                        {"filter": flt, "format": fmt},
                        {"idempotency-key": f"make-export-{uuid.uuid4()}"})
     if status not in (200, 202):
@@ -88,7 +88,7 @@ def main():
         if time.time() > deadline:
             fail(f"job {job_id} still {job['state']} after {timeout}s")
         time.sleep(0.5)
-        status, job = call(base, "GET", f"/api/admin/v1/exports/{job_id}", token)
+        status, job = call(base, "GET", f"/api/admin/exports/{job_id}", token)
         if status != 200:
             fail(f"reading job {job_id} failed: HTTP {status} {error_of(job)}")
     if job["state"] != "done":

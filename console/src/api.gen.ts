@@ -2792,7 +2792,7 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
-    "/api/admin/v1/conversations": {
+    "/api/admin/conversations": {
         parameters: {
             query?: never;
             header?: never;
@@ -2853,7 +2853,7 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
-    "/api/admin/v1/conversations/review": {
+    "/api/admin/conversations/review": {
         parameters: {
             query?: never;
             header?: never;
@@ -2903,7 +2903,7 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
-    "/api/admin/v1/conversations/{id}": {
+    "/api/admin/conversations/{id}": {
         parameters: {
             query?: never;
             header?: never;
@@ -2980,7 +2980,7 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
-    "/api/admin/v1/conversations/{id}/review": {
+    "/api/admin/conversations/{id}/review": {
         parameters: {
             query?: never;
             header?: never;
@@ -3032,7 +3032,7 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
-    "/api/admin/v1/members/{id}/captures": {
+    "/api/admin/members/{id}/captures": {
         parameters: {
             query?: never;
             header?: never;
@@ -3080,7 +3080,7 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
-    "/api/admin/v1/exports": {
+    "/api/admin/exports": {
         parameters: {
             query?: never;
             header?: never;
@@ -3161,7 +3161,7 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
-    "/api/admin/v1/exports/{id}": {
+    "/api/admin/exports/{id}": {
         parameters: {
             query?: never;
             header?: never;

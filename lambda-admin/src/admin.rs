@@ -220,8 +220,8 @@ pub async fn route<S: ItemStore, E: EdgeSync>(
             ok(json!({"data": entries}))
         }
         // The capture review API, proxied to the worker (captures.rs).
-        (_, ["v1", "conversations", ..]) | (_, ["v1", "members", _, "captures"]) => {
-            crate::captures::route(st, ctx, a, segs.get(1..).unwrap_or_default()).await
+        (_, ["conversations", ..]) | (_, ["members", _, "captures"]) => {
+            crate::captures::route(st, ctx, a, segs).await
         }
         _ => Err(ApiError::new(
             404,

@@ -1,4 +1,4 @@
-//! The admin proxy of the capture review API (`/api/admin/v1/conversations...`,
+//! The admin proxy of the capture review API (`/api/admin/conversations...`,
 //! docs/training-data.md): list, view, mark, batch-mark and delete conversations, and
 //! delete a member's captured data. Captures live at the edge (D1 index, R2 bodies);
 //! the worker is their only writer, so every call here is forwarded to its signed
@@ -306,7 +306,7 @@ const MAX_ROUNDS: usize = 20;
 /// 4 calls (2 000 conversations) stay well inside the API's 30 s.
 const MAX_DELETE_ROUNDS: usize = 4;
 
-/// `segs` is the path after `/api/admin/v1/`; the role was checked by the caller.
+/// `segs` is the path after `/api/admin/`; the role was checked by the caller.
 pub async fn route<S: ItemStore, E: EdgeSync>(
     st: &AppState<S, E>,
     ctx: &Ctx,

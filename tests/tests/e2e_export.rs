@@ -67,7 +67,7 @@ impl Kit {
             let (s, b) = self
                 .admin(
                     "GET",
-                    &format!("/api/admin/v1/conversations?member={member}"),
+                    &format!("/api/admin/conversations?member={member}"),
                     None,
                 )
                 .await;
@@ -90,7 +90,7 @@ impl Kit {
         let deadline = Instant::now() + Duration::from_secs(90);
         loop {
             let (s, b) = self
-                .admin("GET", &format!("/api/admin/v1/exports/{id}"), None)
+                .admin("GET", &format!("/api/admin/exports/{id}"), None)
                 .await;
             assert_eq!(s, 200, "{b}");
             match b["state"].as_str().unwrap() {
@@ -249,7 +249,7 @@ async fn test_export_end_to_end() {
     for row in &rows {
         let id = row["id"].as_str().unwrap().to_owned();
         let (s, v) = kit
-            .admin("GET", &format!("/api/admin/v1/conversations/{id}"), None)
+            .admin("GET", &format!("/api/admin/conversations/{id}"), None)
             .await;
         assert_eq!(s, 200, "{v}");
         assert_eq!(v["conversation"]["id"], id.as_str());
@@ -288,7 +288,7 @@ async fn test_export_end_to_end() {
         .await;
     let (s, _) = kit
         .door
-        .req("GET", "/api/admin/v1/conversations", Some(&viewer), None)
+        .req("GET", "/api/admin/conversations", Some(&viewer), None)
         .await;
     assert_eq!(s, 200);
     let off = ids["off-topic"].clone();
@@ -296,7 +296,7 @@ async fn test_export_end_to_end() {
         .door
         .req(
             "POST",
-            &format!("/api/admin/v1/conversations/{off}/review"),
+            &format!("/api/admin/conversations/{off}/review"),
             Some(&viewer),
             Some(json!({"review": "rejected"})),
         )
@@ -305,7 +305,7 @@ async fn test_export_end_to_end() {
     let (s, e) = kit
         .admin(
             "POST",
-            &format!("/api/admin/v1/conversations/{off}/review"),
+            &format!("/api/admin/conversations/{off}/review"),
             Some(json!({"review": "maybe"})),
         )
         .await;
@@ -314,7 +314,7 @@ async fn test_export_end_to_end() {
     let (s, b) = kit
         .admin(
             "POST",
-            &format!("/api/admin/v1/conversations/{off}/review"),
+            &format!("/api/admin/conversations/{off}/review"),
             Some(json!({"review": "rejected", "tags": ["off-topic"], "note": "not ours"})),
         )
         .await;
@@ -322,7 +322,7 @@ async fn test_export_end_to_end() {
     let (s, b) = kit
         .admin(
             "POST",
-            "/api/admin/v1/conversations/review",
+            "/api/admin/conversations/review",
             Some(json!({"filter": {"member": member, "review": "pending"},
                         "review": "confirmed", "tags": ["batch"]})),
         )
@@ -332,7 +332,7 @@ async fn test_export_end_to_end() {
     let (s, b) = kit
         .admin(
             "GET",
-            &format!("/api/admin/v1/conversations?member={member}&review=rejected"),
+            &format!("/api/admin/conversations?member={member}&review=rejected"),
             None,
         )
         .await;
@@ -341,7 +341,7 @@ async fn test_export_end_to_end() {
     assert_eq!(b["data"][0]["id"], off.as_str());
     assert_eq!(b["data"][0]["tags"], json!(["off-topic"]));
     let (s, _) = kit
-        .admin("GET", "/api/admin/v1/conversations/conv_unknown", None)
+        .admin("GET", "/api/admin/conversations/conv_unknown", None)
         .await;
     assert_eq!(s, 404);
     // The marks are in the audit log.
@@ -358,17 +358,12 @@ async fn test_export_end_to_end() {
     // --- Export (default: confirmed, ShareGPT), idempotent by key.
     let (s, e) = kit
         .door
-        .req(
-            "POST",
-            "/api/admin/v1/exports",
-            Some(&viewer),
-            Some(json!({})),
-        )
+        .req("POST", "/api/admin/exports", Some(&viewer), Some(json!({})))
         .await;
     assert_eq!(s, 403, "{e}");
     let create = |key: &'static str, body: Value| {
         let http = kit.http.clone();
-        let url = format!("{}/api/admin/v1/exports", kit.st.worker.base_url);
+        let url = format!("{}/api/admin/exports", kit.st.worker.base_url);
         let root = kit.st.root.clone();
         async move {
             let r = http
@@ -485,7 +480,7 @@ async fn test_export_end_to_end() {
     // Both jobs listed, newest first; the viewer may read them.
     let (s, list) = kit
         .door
-        .req("GET", "/api/admin/v1/exports", Some(&viewer), None)
+        .req("GET", "/api/admin/exports", Some(&viewer), None)
         .await;
     assert_eq!(s, 200, "{list}");
     assert_eq!(list["data"][0]["id"], job2["id"]);
@@ -495,7 +490,7 @@ async fn test_export_end_to_end() {
     let (s, b) = kit
         .admin(
             "DELETE",
-            &format!("/api/admin/v1/members/{member}/captures"),
+            &format!("/api/admin/members/{member}/captures"),
             None,
         )
         .await;
@@ -505,7 +500,7 @@ async fn test_export_end_to_end() {
     let (s, b) = kit
         .admin(
             "GET",
-            &format!("/api/admin/v1/conversations?member={member}"),
+            &format!("/api/admin/conversations?member={member}"),
             None,
         )
         .await;

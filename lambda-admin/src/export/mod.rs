@@ -1,4 +1,4 @@
-//! Training-data export jobs (`/api/admin/v1/exports`, docs/training-data.md#export).
+//! Training-data export jobs (`/api/admin/exports`, docs/training-data.md#export).
 //!
 //! A job takes a review filter (confirmed conversations by default) and a format
 //! (ShareGPT or OpenAI fine-tuning JSONL). Creating one only writes its record
@@ -43,7 +43,7 @@ use build::{Counts, FileInfo, Format, Output};
 use files::ExportFiles;
 
 /// The path prefix these routes own (template.yaml routes it to the export function).
-pub const PATH_PREFIX: &str = "/api/admin/v1/exports";
+pub const PATH_PREFIX: &str = "/api/admin/exports";
 
 /// Index partition of every job (gsi1, newest first by creation).
 const JOBS_PK: &str = "EXPORTS";
@@ -250,7 +250,7 @@ struct IdempotencyClaim {
     request_sha256: String,
 }
 
-/// Routes `/api/admin/v1/exports...`: any admin session reads; creating a job needs the
+/// Routes `/api/admin/exports...`: any admin session reads; creating a job needs the
 /// admin role and is audited.
 pub async fn route<S: ItemStore, E: EdgeSync, F: ExportFiles>(
     st: &AppState<S, E>,
