@@ -463,7 +463,32 @@ impl Config {
 
     /// The `Access-Control-Allow-Origin` value for `origin`, if it is allowed.
     pub fn allow_origin(&self, origin: &str) -> Option<String> {
-        match &self.cors {
+        self.cors.allow(origin)
+    }
+}
+
+impl Cors {
+    /// The origins published in the catalogue settings (`cors_origins`, set through the
+    /// admin API): `["*"]` any, `[]` none, else the exact origins.
+    pub fn published(list: &[String]) -> Cors {
+        if list.iter().any(|o| o.trim() == "*") {
+            return Cors::Any;
+        }
+        let origins: Vec<String> = list
+            .iter()
+            .map(|o| o.trim().trim_end_matches('/').to_ascii_lowercase())
+            .filter(|o| !o.is_empty())
+            .collect();
+        if origins.is_empty() {
+            Cors::Disabled
+        } else {
+            Cors::Origins(origins)
+        }
+    }
+
+    /// The `Access-Control-Allow-Origin` value for `origin`, if it is allowed.
+    pub fn allow(&self, origin: &str) -> Option<String> {
+        match self {
             Cors::Disabled => None,
             Cors::Any => Some("*".to_owned()),
             Cors::Origins(list) => {
