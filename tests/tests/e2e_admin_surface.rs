@@ -270,6 +270,10 @@ async fn test_providers_settings_and_data_plane_through_the_worker() {
         )
         .await;
     assert_eq!(s, 201, "{b}");
+    let (s, b) = c
+        .req("POST", "/api/admin/catalogue/publish", Some(root), None)
+        .await;
+    assert_eq!((s, b["edge"]["synced"].clone()), (200, json!(true)), "{b}");
     let (token, _) = c.signup("surface@example.com").await;
     let (s, b) = c
         .req(
