@@ -1268,6 +1268,9 @@ async fn save_plan<S: ItemStore, E: EdgeSync>(
             "allowed_models needs at least one model name (or \"*\")",
         ));
     }
+    if plan.priority > 100 {
+        return Err(ApiError::invalid("priority", "priority must be 0-100"));
+    }
     if plan.rpm == Some(0) || plan.tpm == Some(0) {
         return Err(ApiError::invalid(
             "rpm",

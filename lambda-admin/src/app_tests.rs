@@ -3075,3 +3075,126 @@ async fn test_provider_fields_prefix_models_and_settings_published() {
     let r = call(&st, "GET", "/api/admin/settings", Some(&admin), None, NOW).await;
     assert_eq!(r.body["timezone"], "+08:00");
 }
+
+#[test]
+fn test_proration_is_integer_rounded_down_and_only_for_active_paid_periods() {
+    let sub = |price: Option<u64>, status: &str| crate::model::Subscription {
+        member_id: "m".into(),
+        plan_id: "pro".into(),
+        started_at: 1_000,
+        period_start: 1_000,
+        period_end: 4_000,
+        expires_at: Some(4_000),
+        status: status.into(),
+        grant_id: "g1".into(),
+        period: None,
+        price_micros: price,
+    };
+    let p = sub(Some(10_000_000), "active");
+    // 2000 of 3000 s left: 6_666_666.67 → 6_666_666 (rounded down).
+    assert_eq!(
+        crate::members::proration_credit(&p, 2_000),
+        Some(("prorate-g1".into(), 6_666_666))
+    );
+    assert_eq!(
+        crate::members::proration_credit(&p, 1_000).unwrap().1,
+        10_000_000
+    );
+    assert_eq!(
+        crate::members::proration_credit(&p, 500).unwrap().1,
+        10_000_000
+    );
+    assert_eq!(
+        crate::members::proration_credit(&p, 3_999).unwrap().1,
+        3_333
+    );
+    assert_eq!(crate::members::proration_credit(&p, 4_000), None);
+    assert_eq!(
+        crate::members::proration_credit(&sub(None, "active"), 2_000),
+        None
+    );
+    assert_eq!(
+        crate::members::proration_credit(&sub(Some(0), "active"), 2_000),
+        None
+    );
+    assert_eq!(
+        crate::members::proration_credit(&sub(Some(9), "expired"), 2_000),
+        None
+    );
+    // Large prices do not overflow.
+    let big = sub(Some(u64::MAX / 2), "active");
+    assert!(crate::members::proration_credit(&big, 2_000).is_some_and(|(_, a)| a > 0));
+}
+
+#[tokio::test]
+async fn test_upgrade_credits_the_unused_part_once_and_plan_priority() {
+    let st = state();
+    let admin = admin_token(&st, Role::Admin).await;
+    let plan = |id: &str, price: u64, priority: u32| {
+        json!({"id": id, "name": id, "period": "day", "price_micros": price,
+               "allowance_amount": 1000, "allowance_unit": "tokens", "priority": priority})
+    };
+    for p in [plan("pro", 9_000_000, 10), plan("max", 30_000_000, 50)] {
+        let r = call(&st, "POST", "/api/admin/plans", Some(&admin), Some(p), NOW).await;
+        assert_eq!(r.status, 201, "{}", r.text);
+    }
+    let r = call(
+        &st,
+        "POST",
+        "/api/admin/plans",
+        Some(&admin),
+        Some(plan("x", 1, 101)),
+        NOW,
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    let r = call(&st, "GET", "/api/plans", None, None, NOW).await;
+    assert!(r.text.contains("\"priority\":50"), "{}", r.text);
+    let (_, member) = signup(&st, "up@example.com").await;
+    let start = |plan: &'static str, at: u64| {
+        let st = &st;
+        let path = format!("/api/admin/members/{member}/subscription");
+        let admin = admin.clone();
+        async move {
+            call(
+                st,
+                "POST",
+                &path,
+                Some(&admin),
+                Some(json!({"plan_id": plan, "action": "start"})),
+                at,
+            )
+            .await
+        }
+    };
+    let r = start("pro", NOW).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let sub = &r.body["subscription"];
+    let (s, e) = (
+        sub["period_start"].as_u64().unwrap(),
+        sub["period_end"].as_u64().unwrap(),
+    );
+    let grant = sub["grant_id"].as_str().unwrap().to_owned();
+    let credits = |st: &St| {
+        st.sync
+            .calls()
+            .into_iter()
+            .filter(|c| c.path == format!("/internal/v1/wallets/{member}/credits"))
+            .map(|c| c.body.unwrap())
+            .collect::<Vec<_>>()
+    };
+    assert!(credits(&st).is_empty(), "a first paid plan credits nothing");
+    // Upgrade a third of the way in: two thirds of 9 USD back, rounded down.
+    let at = s + (e - s) / 3;
+    let r = start("max", at).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let c = credits(&st);
+    assert_eq!(c.len(), 1, "{c:?}");
+    let expected = (9_000_000u128 * u128::from(e - at) / u128::from(e - s)) as i64;
+    assert_eq!(c[0]["amount_micros"], expected);
+    assert_eq!(c[0]["credit_id"], format!("prorate-{grant}"));
+    // Renewing the same plan, or starting it again, credits nothing more.
+    let r = start("max", at + 10).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(credits(&st).len(), 1);
+}

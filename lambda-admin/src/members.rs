@@ -835,6 +835,7 @@ pub async fn subscribe<S: ItemStore, E: EdgeSync>(
             status: "active".into(),
             grant_id: grant_id.clone(),
             period: Some(plan.period),
+            price_micros: paid.then_some(plan.price_micros),
         };
         let extra = vec![
             (sub.item()?, Put::Upsert),
@@ -855,6 +856,23 @@ pub async fn subscribe<S: ItemStore, E: EdgeSync>(
                    "period": if expires_at.is_none() { plan.period } else { PlanPeriod::None }}),
             &grant_id,
         )];
+        // An upgrade to another paid plan credits the unused part of the old one.
+        if let Some((credit_id, amount)) = prev
+            .as_ref()
+            .filter(|p| paid && p.plan_id != plan.id)
+            .and_then(|p| proration_credit(p, now))
+        {
+            pushes.push(calls::credit(
+                member_id,
+                &credit_id,
+                amount,
+                &format!(
+                    "unused part of plan {} (upgrade to {})",
+                    prev.as_ref().map_or("", |p| p.plan_id.as_str()),
+                    plan.id
+                ),
+            ));
+        }
         pushes.push(member_push(&m, expires_at, now));
         pushes.extend(key_calls(st, &m, Some(&sub), now).await?);
         if let Some(edge) = commit_member(st, before, &m, extra, pushes, now).await? {
@@ -862,6 +880,24 @@ pub async fn subscribe<S: ItemStore, E: EdgeSync>(
         }
     }
     Err(busy())
+}
+
+/// The proration policy (docs/billing.md, "Upgrades"): a member who moves from an
+/// active paid period to another paid plan gets the unused share of what the old period
+/// cost back in the wallet, `floor(price × remaining / length)` in micro-units (integer
+/// arithmetic, rounded down), credited once: the credit id names the old subscription's
+/// grant, and the edge applies a credit id once. `None` when nothing is owed (free or
+/// pre-proration subscriptions, an ended period).
+pub fn proration_credit(prev: &Subscription, now: u64) -> Option<(String, i64)> {
+    let price = prev.price_micros.filter(|p| *p > 0)?;
+    if prev.status != "active" || now >= prev.period_end || prev.period_end <= prev.period_start {
+        return None;
+    }
+    let length = u128::from(prev.period_end - prev.period_start);
+    let remaining = u128::from(prev.period_end - now.max(prev.period_start));
+    let amount = u128::from(price) * remaining / length;
+    let amount = i64::try_from(amount).ok().filter(|a| *a > 0)?;
+    Some((format!("prorate-{}", prev.grant_id), amount))
 }
 
 /// The key records of every live key of `m` under `sub`, at `m.version`.

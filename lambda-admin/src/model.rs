@@ -287,6 +287,10 @@ pub struct Plan {
     pub sort_order: u32,
     #[serde(default)]
     pub capture: bool,
+    /// Support priority (higher first, 0-100): shown with the plan and in the admin's
+    /// member view; the edge does not route by it.
+    #[serde(default)]
+    pub priority: u32,
 }
 
 fn usd() -> String {
@@ -321,6 +325,10 @@ pub struct Subscription {
     /// period forward when the member switches plans.
     #[serde(default)]
     pub period: Option<PlanPeriod>,
+    /// What the current paid period cost (micro-units), for the upgrade proration
+    /// (docs/billing.md); absent for free plans and for subscriptions made before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub price_micros: Option<u64>,
 }
 
 impl Subscription {

@@ -232,6 +232,7 @@ async fn plan(st: &St) {
         visible: true,
         sort_order: 1,
         capture: false,
+        priority: 0,
     };
     model::put(&st.store, p.item().unwrap()).await.unwrap();
 }
