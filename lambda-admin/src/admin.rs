@@ -39,28 +39,30 @@ pub async fn route<S: ItemStore, E: EdgeSync>(
     match (m, segs) {
         ("GET", ["me"]) => ok(json!({"email": a.sub, "role": a.role,
                                      "must_change_password": account.must_change_password})),
-        ("POST", ["password"]) => change_admin_password(st, ctx, a, account).await,
+        ("POST", ["password"]) => Box::pin(change_admin_password(st, ctx, a, account)).await,
         ("POST", ["logout"]) => {
             st.store.delete(&session_pk(&a.sid), ONE).await?;
             ok(json!({"ok": true}))
         }
-        ("GET", ["admins"]) => list_admins(st, ctx).await,
-        ("POST", ["admins"]) => create_admin(st, ctx, a).await,
-        ("PATCH", ["admins", email]) => update_admin(st, ctx, a, email).await,
-        ("DELETE", ["admins", email]) => remove_admin(st, ctx, a, email).await,
-        ("GET", ["members"]) => list_members(st, ctx).await,
-        ("POST", ["members"]) => create_member_admin(st, ctx, a).await,
-        ("GET", ["members", id]) => view_member(st, ctx, id).await,
-        ("PATCH", ["members", id]) => edit_member(st, ctx, a, id).await,
-        ("DELETE", ["members", id]) => delete_member(st, ctx, a, id).await,
+        ("GET", ["admins"]) => Box::pin(list_admins(st, ctx)).await,
+        ("POST", ["admins"]) => Box::pin(create_admin(st, ctx, a)).await,
+        ("PATCH", ["admins", email]) => Box::pin(update_admin(st, ctx, a, email)).await,
+        ("DELETE", ["admins", email]) => Box::pin(remove_admin(st, ctx, a, email)).await,
+        ("GET", ["members"]) => Box::pin(list_members(st, ctx)).await,
+        ("POST", ["members"]) => Box::pin(create_member_admin(st, ctx, a)).await,
+        ("GET", ["members", id]) => Box::pin(view_member(st, ctx, id)).await,
+        ("PATCH", ["members", id]) => Box::pin(edit_member(st, ctx, a, id)).await,
+        ("DELETE", ["members", id]) => Box::pin(delete_member(st, ctx, a, id)).await,
         ("POST", ["members", id, "suspend"]) => {
-            set_status(st, ctx, a, id, MemberStatus::Suspended).await
+            Box::pin(set_status(st, ctx, a, id, MemberStatus::Suspended)).await
         }
         ("POST", ["members", id, "resume"]) => {
-            set_status(st, ctx, a, id, MemberStatus::Active).await
+            Box::pin(set_status(st, ctx, a, id, MemberStatus::Active)).await
         }
-        ("POST", ["members", id, "credits"]) => credit(st, ctx, a, id).await,
-        ("POST", ["members", id, "subscription"]) => admin_subscribe(st, ctx, a, id).await,
+        ("POST", ["members", id, "credits"]) => Box::pin(credit(st, ctx, a, id)).await,
+        ("POST", ["members", id, "subscription"]) => {
+            Box::pin(admin_subscribe(st, ctx, a, id)).await
+        }
         ("GET", ["members", id, "keys"]) => {
             member_exists(st, ctx, id).await?;
             let keys = members::member_keys(&st.store, id, ctx.now).await?;
@@ -77,8 +79,10 @@ pub async fn route<S: ItemStore, E: EdgeSync>(
                 disabled: false,
                 role: b.role.unwrap_or_default(),
             };
-            let (k, full, edge) =
-                members::create_key_with(st, id, &b.name, None, settings, ctx.now).await?;
+            let (k, full, edge) = Box::pin(members::create_key_with(
+                st, id, &b.name, None, settings, ctx.now,
+            ))
+            .await?;
             audit(
                 st,
                 ctx,
@@ -109,14 +113,14 @@ pub async fn route<S: ItemStore, E: EdgeSync>(
         ("PATCH", ["keys", pid]) => {
             let k = find_key(st, pid).await?;
             let patch: members::KeyPatch = ctx.json()?;
-            let (k, edge) = members::update_key(
+            let (k, edge) = Box::pin(members::update_key(
                 st,
                 &k.member_id,
                 pid,
                 &patch,
                 members::KeyEditor::Admin,
                 ctx.now,
-            )
+            ))
             .await?;
             audit(
                 st,
@@ -131,7 +135,7 @@ pub async fn route<S: ItemStore, E: EdgeSync>(
         }
         ("DELETE", ["keys", pid]) => {
             let k = find_key(st, pid).await?;
-            let edge = members::revoke_key(st, &k.member_id, pid, ctx.now).await?;
+            let edge = Box::pin(members::revoke_key(st, &k.member_id, pid, ctx.now)).await?;
             audit(
                 st,
                 ctx,
@@ -144,30 +148,32 @@ pub async fn route<S: ItemStore, E: EdgeSync>(
             ok(json!({"ok": true, "edge": edge}))
         }
         ("GET", ["plans"]) => ok(json!({"data": all_plans(st, ctx).await?})),
-        ("POST", ["plans"]) => save_plan(st, ctx, a, None).await,
-        ("PUT", ["plans", id]) => save_plan(st, ctx, a, Some(id)).await,
+        ("POST", ["plans"]) => Box::pin(save_plan(st, ctx, a, None)).await,
+        ("PUT", ["plans", id]) => Box::pin(save_plan(st, ctx, a, Some(id))).await,
         ("DELETE", ["plans", id]) => {
             load::<Plan, _>(&st.store, &plan_pk(id), ONE, ctx.now)
                 .await?
                 .ok_or_else(|| ApiError::not_found("plan"))?;
             st.store.delete(&plan_pk(id), ONE).await?;
             audit(st, ctx, a, "plan.delete", id, Value::Null).await?;
-            let published = publish(st, ctx.now).await?;
+            let published = Box::pin(publish(st, ctx.now)).await?;
             ok(with_publish(json!({"ok": true}), published))
         }
         ("GET", ["apps"]) => {
             let apps: Vec<App> = load_all(&st.store, index1("APPS"), ctx.now).await?;
             ok(json!({"data": apps.iter().map(App::public).collect::<Vec<_>>()}))
         }
-        ("POST", ["apps"]) => create_app(st, ctx, a).await,
+        ("POST", ["apps"]) => Box::pin(create_app(st, ctx, a)).await,
         ("GET", ["apps", id]) => {
             let app: App = load(&st.store, &app_pk(id), ONE, ctx.now)
                 .await?
                 .ok_or_else(|| ApiError::not_found("app"))?;
             ok(app.public())
         }
-        ("PATCH", ["apps", id]) => update_app(st, ctx, a, id).await,
-        ("POST", ["apps", id, "rotate-secret"]) => rotate_app_secret(st, ctx, a, id).await,
+        ("PATCH", ["apps", id]) => Box::pin(update_app(st, ctx, a, id)).await,
+        ("POST", ["apps", id, "rotate-secret"]) => {
+            Box::pin(rotate_app_secret(st, ctx, a, id)).await
+        }
         ("DELETE", ["apps", id]) => {
             load::<App, _>(&st.store, &app_pk(id), ONE, ctx.now)
                 .await?
@@ -180,16 +186,16 @@ pub async fn route<S: ItemStore, E: EdgeSync>(
             let ps: Vec<StoredProvider> = load_all(&st.store, index1("PROVIDERS"), ctx.now).await?;
             ok(json!({"data": ps.iter().map(StoredProvider::public).collect::<Vec<_>>()}))
         }
-        ("POST", ["providers"]) => save_provider(st, ctx, a, None).await,
-        ("PUT", ["providers", id]) => save_provider(st, ctx, a, Some(id)).await,
+        ("POST", ["providers"]) => Box::pin(save_provider(st, ctx, a, None)).await,
+        ("PUT", ["providers", id]) => Box::pin(save_provider(st, ctx, a, Some(id))).await,
         ("DELETE", ["providers", id]) => {
             get_provider(st, ctx, id).await?;
             st.store.delete(&provider_pk(id), ONE).await?;
             audit(st, ctx, a, "provider.delete", id, Value::Null).await?;
             ok(json!({"ok": true}))
         }
-        ("GET", ["providers", id]) => view_provider(st, ctx, id).await,
-        ("POST", ["providers", id, "pull"]) => pull_models(st, ctx, a, id).await,
+        ("GET", ["providers", id]) => Box::pin(view_provider(st, ctx, id)).await,
+        ("POST", ["providers", id, "pull"]) => Box::pin(pull_models(st, ctx, a, id)).await,
         ("GET", ["models"]) => {
             let ms: Vec<ModelEntry> = load_all(&st.store, index1("MODELS"), ctx.now).await?;
             // `?provider=<id>`: the models deployed on that provider.
@@ -209,9 +215,9 @@ pub async fn route<S: ItemStore, E: EdgeSync>(
                 .ok_or_else(|| ApiError::not_found("model"))?;
             ok(m.public())
         }
-        ("POST", ["models"]) => save_model(st, ctx, a, None).await,
+        ("POST", ["models"]) => Box::pin(save_model(st, ctx, a, None)).await,
         ("PUT", ["models", rest @ ..]) if !rest.is_empty() => {
-            save_model(st, ctx, a, Some(&rest.join("/"))).await
+            Box::pin(save_model(st, ctx, a, Some(&rest.join("/")))).await
         }
         ("DELETE", ["models", rest @ ..]) if !rest.is_empty() => {
             let name = rest.join("/");
@@ -231,7 +237,7 @@ pub async fn route<S: ItemStore, E: EdgeSync>(
             ok(json!({"data": list}))
         }
         ("POST", ["catalogue", "publish"]) => {
-            let edge = publish(st, ctx.now).await?;
+            let edge = Box::pin(publish(st, ctx.now)).await?;
             audit(
                 st,
                 ctx,
@@ -267,7 +273,7 @@ pub async fn route<S: ItemStore, E: EdgeSync>(
             }
             put(&st.store, to_item(SETTINGS_PK.into(), ONE, &s)?).await?;
             audit(st, ctx, a, "settings.update", "settings", json!(s)).await?;
-            let published = publish(st, ctx.now).await?;
+            let published = Box::pin(publish(st, ctx.now)).await?;
             ok(with_publish(json!({"settings": s}), published))
         }
         // Orders arrive with the payments function; the list is already served.
@@ -286,7 +292,7 @@ pub async fn route<S: ItemStore, E: EdgeSync>(
                 ctx.query.get("force").map(String::as_str),
                 Some("1" | "true")
             );
-            let report = crate::jobs::run(st, ctx.now, force).await?;
+            let report = Box::pin(crate::jobs::run(st, ctx.now, force)).await?;
             audit(st, ctx, a, "jobs.run", "jobs", Value::Null).await?;
             ok(report)
         }
@@ -296,7 +302,10 @@ pub async fn route<S: ItemStore, E: EdgeSync>(
         }
         ("GET", ["summary"]) => {
             let offset = settings(st, ctx.now).await?.utc_offset_secs();
-            ok(crate::summary::summary(&st.sync, &ctx.query, ctx.now, offset).await?)
+            ok(Box::pin(crate::summary::summary(
+                &st.sync, &ctx.query, ctx.now, offset,
+            ))
+            .await?)
         }
         ("GET", ["audit"]) => {
             let entries: Vec<Value> = load_all(
@@ -982,7 +991,7 @@ async fn edit_member<S: ItemStore, E: EdgeSync>(
         .await?;
     }
     if let Some(status) = b.status {
-        return set_status(st, ctx, a, id, status).await;
+        return Box::pin(set_status(st, ctx, a, id, status)).await;
     }
     let m = member_exists(st, ctx, id).await?;
     ok(json!({"member": m.public(), "edge": edge}))
@@ -1001,10 +1010,10 @@ async fn delete_member<S: ItemStore, E: EdgeSync>(
     let m = member_exists(st, ctx, id).await?;
     let mut revoked = Vec::new();
     for k in members::member_keys(&st.store, id, ctx.now).await? {
-        members::revoke_key(st, id, &k.public_id, ctx.now).await?;
+        Box::pin(members::revoke_key(st, id, &k.public_id, ctx.now)).await?;
         revoked.push(k.public_id);
     }
-    let status = set_status(st, ctx, a, id, MemberStatus::Suspended).await?;
+    let status = Box::pin(set_status(st, ctx, a, id, MemberStatus::Suspended)).await?;
     let edge_ok = serde_json::from_slice::<Value>(status.body().as_ref())
         .ok()
         .and_then(|v| v.get("edge").cloned())
@@ -1164,7 +1173,7 @@ async fn admin_subscribe<S: ItemStore, E: EdgeSync>(
         })?;
     match b.action.as_str() {
         "start" | "renew" => {
-            let (sub, edge) = members::subscribe(st, id, &plan, ctx.now).await?;
+            let (sub, edge) = Box::pin(members::subscribe(st, id, &plan, ctx.now)).await?;
             audit(
                 st,
                 ctx,
