@@ -1851,7 +1851,7 @@ export interface paths {
         get?: never;
         put?: never;
         /**
-         * Start, renew or expire a subscription.
+         * Start, renew or expire a subscription. An upgrade between paid plans credits the unused part of the old period to the wallet (docs/billing.md).
          * @description Needs the admin role (viewer: 403). Written to the audit log.
          */
         post: {
@@ -3553,6 +3553,8 @@ export interface components {
             visible?: boolean;
             sort_order?: number;
             capture?: boolean;
+            /** @description Support priority, higher first (shown with the plan; not used for routing). */
+            priority?: number;
         };
         NewApp: {
             name: string;
