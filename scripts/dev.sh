@@ -214,6 +214,8 @@ TB_S3_URL="$s3_url" TB_EXPORT_BUCKET="$EXPORT_BUCKET" "$TB_PYTHON" scripts/dev_b
 field() { "$TB_PYTHON" -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$DATA/dev.json" "$1"; }
 demo_key=$(field demo_key)
 demo_model=$(field demo_model)
+# The bootstrap password is changed at the first login (dev_bootstrap.py keeps the new one).
+admin_password=$(field admin_password)
 
 cat <<MSG
 
@@ -223,7 +225,7 @@ cat <<MSG
     member portal   $base/
     admin console   $base/admin/
     pay simulator   http://127.0.0.1:$EPAY_PORT   (EPay stand-in: orders paid with EPay land here)
-    admin login     $ADMIN_EMAIL / $ADMIN_PASSWORD   (POST $base/api/admin/login)
+    admin login     $ADMIN_EMAIL / $admin_password   (POST $base/api/admin/login)
     demo key        $demo_key
     demo model      $demo_model
     logs            $DATA/logs/     details: $DATA/dev.json

@@ -11,6 +11,7 @@ Admin and demo credentials come from the environment (dev.sh loads secrets.env).
 """
 
 import json
+import secrets
 import os
 import sys
 import urllib.error
@@ -82,8 +83,7 @@ def provider_spec():
 def main():
     var, kind, base_url, upstream_model, secret = provider_spec()
     demo_model = upstream_model
-    status, b = call("POST", "/api/admin/login", body={"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD})
-    admin = must([200], status, b, "admin login")["token"]
+    admin, admin_password = admin_login()
 
     # Provider and model are upserted every run: the mock's port or the chosen real
     # provider may differ from the last run. Plan and member are created once.
@@ -137,7 +137,7 @@ def main():
         "mock_url": MOCK_URL if var is None else None,
         "dynamodb_url": DYNAMO_URL,
         "admin_email": ADMIN_EMAIL,
-        "admin_password": ADMIN_PASSWORD,
+        "admin_password": admin_password,
         "demo_email": DEMO_EMAIL,
         "demo_password": DEMO_PASSWORD,
         "demo_key": key,
@@ -147,6 +147,32 @@ def main():
         "export_bucket": os.environ.get("TB_EXPORT_BUCKET"),
     }
     write_private(os.path.join(DATA, "dev.json"), dev)
+
+
+def admin_login():
+    """Logs the admin in. The bootstrap password (ADMIN_PASSWORD) must be changed at the
+    first login: the script replaces it with a generated one, kept in DATA/admin.json
+    (mode 600) and in dev.json, and uses that one from then on."""
+    path = os.path.join(DATA, "admin.json")
+    current = ADMIN_PASSWORD
+    if os.path.exists(path):
+        with open(path) as f:
+            current = json.load(f).get("admin_password", ADMIN_PASSWORD)
+    status, b = call("POST", "/api/admin/login", body={"email": ADMIN_EMAIL, "password": current})
+    if status == 401 and current != ADMIN_PASSWORD:
+        # A fresh store with an old data folder: the bootstrap password is the one.
+        current = ADMIN_PASSWORD
+        status, b = call("POST", "/api/admin/login", body={"email": ADMIN_EMAIL, "password": current})
+    token = must([200], status, b, "admin login")["token"]
+    if b.get("must_change_password"):
+        new = f"admin-{secrets.token_hex(8)}-C1"
+        status, b = call("POST", "/api/admin/password", token,
+                         body={"current_password": current, "new_password": new})
+        must([200], status, b, "first admin password change")
+        write_private(path, {"admin_password": new})
+        log("changed the bootstrap admin password (kept in admin.json and dev.json)")
+        current = new
+    return token, current
 
 
 def write_private(path, obj):

@@ -1057,7 +1057,43 @@ export interface paths {
         };
         options?: never;
         head?: never;
-        patch?: never;
+        /**
+         * Rename a key, set its expiry or narrow its models (within the plan).
+         * @description rpm, tpm and status are the admin's (403).
+         */
+        patch: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    public_id: string;
+                };
+                cookie?: never;
+            };
+            requestBody: {
+                content: {
+                    "application/json": components["schemas"]["KeySettings"];
+                };
+            };
+            responses: {
+                /** @description OK */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content?: never;
+                };
+                /** @description Error */
+                "4XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
         trace?: never;
     };
     "/api/plans": {
@@ -1425,8 +1461,8 @@ export interface paths {
         };
         put?: never;
         /**
-         * Create an admin (role admin or viewer).
-         * @description Needs the admin role (viewer: 403). Written to the audit log.
+         * Invite an admin (owner only): a temporary password, changed at first login.
+         * @description Needs the owner role (admin, viewer: 403). Written to the audit log.
          */
         post: {
             parameters: {
@@ -1501,7 +1537,41 @@ export interface paths {
             };
         };
         put?: never;
-        post?: never;
+        /**
+         * Create a member.
+         * @description Needs the admin role (viewer: 403). Written to the audit log.
+         */
+        post: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody: {
+                content: {
+                    "application/json": components["schemas"]["NewMember"];
+                };
+            };
+            responses: {
+                /** @description Created */
+                201: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content?: never;
+                };
+                /** @description Error */
+                "4XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
         delete?: never;
         options?: never;
         head?: never;
@@ -1547,10 +1617,78 @@ export interface paths {
         };
         put?: never;
         post?: never;
-        delete?: never;
+        /**
+         * Delete a member with their data: keys revoked and the member suspended at the edge.
+         * @description Needs the admin role (viewer: 403). Written to the audit log.
+         */
+        delete: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    id: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description OK */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content?: never;
+                };
+                /** @description Error */
+                "4XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
         options?: never;
         head?: never;
-        patch?: never;
+        /**
+         * Edit a member's name, email or status.
+         * @description Needs the admin role (viewer: 403). Written to the audit log.
+         */
+        patch: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    id: string;
+                };
+                cookie?: never;
+            };
+            requestBody: {
+                content: {
+                    "application/json": components["schemas"]["MemberPatch"];
+                };
+            };
+            responses: {
+                /** @description OK */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content?: never;
+                };
+                /** @description Error */
+                "4XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
         trace?: never;
     };
     "/api/admin/members/{id}/suspend": {
@@ -1713,7 +1851,7 @@ export interface paths {
         get?: never;
         put?: never;
         /**
-         * Start, renew or expire a subscription.
+         * Start, renew or expire a subscription. An upgrade between paid plans credits the unused part of the old period to the wallet (docs/billing.md).
          * @description Needs the admin role (viewer: 403). Written to the audit log.
          */
         post: {
@@ -1794,7 +1932,7 @@ export interface paths {
         };
         put?: never;
         /**
-         * Create a key for a member.
+         * Create a key (or an operator key) for a member.
          * @description Needs the admin role (viewer: 403). Written to the audit log.
          */
         post: {
@@ -1808,7 +1946,7 @@ export interface paths {
             };
             requestBody: {
                 content: {
-                    "application/json": components["schemas"]["KeyName"];
+                    "application/json": components["schemas"]["AdminKey"];
                 };
             };
             responses: {
@@ -1843,7 +1981,36 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        get?: never;
+        /** One key with its settings and member. */
+        get: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    public_id: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description OK */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content?: never;
+                };
+                /** @description Error */
+                "4XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
         put?: never;
         post?: never;
         /**
@@ -1881,7 +2048,43 @@ export interface paths {
         };
         options?: never;
         head?: never;
-        patch?: never;
+        /**
+         * Edit a key: name, expiry, models, RPM/TPM, disable/enable; pushed to the edge.
+         * @description Needs the admin role (viewer: 403). Written to the audit log.
+         */
+        patch: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    public_id: string;
+                };
+                cookie?: never;
+            };
+            requestBody: {
+                content: {
+                    "application/json": components["schemas"]["KeySettings"];
+                };
+            };
+            responses: {
+                /** @description OK */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content?: never;
+                };
+                /** @description Error */
+                "4XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
         trace?: never;
     };
     "/api/admin/plans": {
@@ -2129,7 +2332,36 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        get?: never;
+        /** One app. */
+        get: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    id: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description OK */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content?: never;
+                };
+                /** @description Error */
+                "4XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
         put?: never;
         post?: never;
         /**
@@ -2167,7 +2399,43 @@ export interface paths {
         };
         options?: never;
         head?: never;
-        patch?: never;
+        /**
+         * Update an app's name, callback URLs or public flag.
+         * @description Needs the admin role (viewer: 403). Written to the audit log.
+         */
+        patch: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    id: string;
+                };
+                cookie?: never;
+            };
+            requestBody: {
+                content: {
+                    "application/json": components["schemas"]["AppPatch"];
+                };
+            };
+            responses: {
+                /** @description OK */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content?: never;
+                };
+                /** @description Error */
+                "4XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
         trace?: never;
     };
     "/api/admin/providers": {
@@ -2254,7 +2522,36 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        get?: never;
+        /** One provider (masked) with each credential's health and its models. */
+        get: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    id: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description OK */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content?: never;
+                };
+                /** @description Error */
+                "4XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
         /**
          * Replace a provider; a credential without secret keeps the stored one.
          * @description Needs the admin role (viewer: 403). Written to the audit log.
@@ -2386,7 +2683,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Models (virtual names, deployments, prices, stream mode). */
+        /** Models (`?provider=<id>`: those deployed on a provider). */
         get: {
             parameters: {
                 query?: never;
@@ -2463,7 +2760,36 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        get?: never;
+        /** One model. */
+        get: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    name: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description OK */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content?: never;
+                };
+                /** @description Error */
+                "4XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
         /**
          * Replace a model (name may contain '/').
          * @description Needs the admin role (viewer: 403). Written to the audit log.
@@ -3343,6 +3669,234 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/admin/admins/{email}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /**
+         * Remove an admin; their sessions end.
+         * @description Needs the owner role (admin, viewer: 403). Written to the audit log.
+         */
+        delete: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    email: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description OK */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content?: never;
+                };
+                /** @description Error */
+                "4XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        options?: never;
+        head?: never;
+        /**
+         * Change an admin's role (the last owner stays owner).
+         * @description Needs the owner role (admin, viewer: 403). Written to the audit log.
+         */
+        patch: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    email: string;
+                };
+                cookie?: never;
+            };
+            requestBody: {
+                content: {
+                    "application/json": components["schemas"]["AdminRole"];
+                };
+            };
+            responses: {
+                /** @description OK */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content?: never;
+                };
+                /** @description Error */
+                "4XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        trace?: never;
+    };
+    "/api/admin/password": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Change the caller's own password (required first for new accounts); other sessions end.
+         * @description Any role, also before the first change.
+         */
+        post: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody: {
+                content: {
+                    "application/json": components["schemas"]["PasswordChange"];
+                };
+            };
+            responses: {
+                /** @description OK */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content?: never;
+                };
+                /** @description Error */
+                "4XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/admin/logout": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * End the caller's session.
+         * @description Any role.
+         */
+        post: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description OK */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content?: never;
+                };
+                /** @description Error */
+                "4XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/admin/apps/{id}/rotate-secret": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * A new app secret, shown once; the old one stops working.
+         * @description Needs the admin role (viewer: 403). Written to the audit log.
+         */
+        post: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    id: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description OK */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content?: never;
+                };
+                /** @description Error */
+                "4XX": {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
 }
 export type webhooks = Record<string, never>;
 export interface components {
@@ -3379,9 +3933,10 @@ export interface components {
         };
         NewAdmin: {
             email: string;
-            password: string;
+            /** @description A temporary password; absent: one is generated and returned once as temporary_password. Either way it must be changed at the first login. */
+            password?: string;
             /** @enum {unknown} */
-            role: "admin" | "viewer";
+            role: "owner" | "admin" | "viewer";
         };
         /** @description A wallet adjustment, idempotent by the client's key. */
         Credit: {
@@ -3412,6 +3967,8 @@ export interface components {
             visible?: boolean;
             sort_order?: number;
             capture?: boolean;
+            /** @description Support priority, higher first (shown with the plan; not used for routing). */
+            priority?: number;
         };
         NewApp: {
             name: string;
@@ -3437,6 +3994,23 @@ export interface components {
             headers?: {
                 [key: string]: string;
             };
+            /** @description Display name (1-100 characters). */
+            name?: string;
+            description?: string;
+            /** @description Query parameters on every upstream URL (Azure api-version); never `key`. */
+            query?: {
+                [key: string]: string;
+            };
+            /**
+             * @description Overrides the kind's auth style.
+             * @enum {unknown}
+             */
+            auth?: "bearer" | "x_api_key" | "google" | "api_key";
+            timeout_ms?: number;
+            /** @description The prefix of pulled model names and prefix routes (default: the id). Changing it renames the provider's pulled models. */
+            prefix?: string;
+            /** @description Default true: each new credential is tried against GET {base_url}/models first; one the provider refuses (401/403) is not saved (400 credential_rejected). The outcome is kept as the credential's health. */
+            validate?: boolean;
         };
         Model: {
             name: string;
@@ -3456,12 +4030,66 @@ export interface components {
             max_input_tokens?: number;
             owned_by?: string;
             enabled?: boolean;
+            description?: string;
+            free?: boolean;
         };
         Settings: {
+            /** @description Browser origins the worker allows (published in the catalogue settings; empty = the worker's CORS_ORIGINS). */
             cors_origins?: string[];
             capture_default?: boolean;
             /** @enum {unknown} */
             force_stream_default?: "auto" | "force_stream" | "force_non_stream";
+            /** @description UTC or a fixed offset like +08:00: the days of the summary's by_day. */
+            timezone?: string;
+        };
+        KeySettings: {
+            name?: string;
+            /** @description Unix seconds, in the future; null clears it. */
+            expires_at?: number | null;
+            /** @description Narrows the plan's models (members: within their plan); null = the plan's. */
+            allowed_models?: string[] | null;
+            /** @description Admins only. */
+            rpm?: number | null;
+            /** @description Admins only. */
+            tpm?: number | null;
+            /**
+             * @description Admins only. A disabled key is refused at the edge until enabled.
+             * @enum {unknown}
+             */
+            status?: "active" | "disabled";
+        };
+        AdminKey: {
+            name: string;
+            /**
+             * @description operator: may also use the pass-through proxy.
+             * @enum {unknown}
+             */
+            role?: "member" | "operator";
+            expires_at?: number;
+            allowed_models?: string[];
+            rpm?: number;
+            tpm?: number;
+        };
+        AdminRole: {
+            /** @enum {unknown} */
+            role: "owner" | "admin" | "viewer";
+        };
+        NewMember: {
+            email: string;
+            /** @description Absent: generated and returned once. */
+            password?: string;
+            username?: string;
+        };
+        MemberPatch: {
+            username?: string;
+            email?: string;
+            /** @enum {unknown} */
+            status?: "active" | "suspended";
+        };
+        AppPatch: {
+            name?: string;
+            callback_urls?: string[];
+            public?: boolean;
         };
         /** @description The review list's filters. */
         ConversationFilter: {

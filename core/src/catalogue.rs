@@ -109,6 +109,10 @@ pub struct Provider {
     /// at `default_price`; without either it does not resolve.
     #[serde(default)]
     pub prefix_routing: bool,
+    /// The prefix of its prefix routes (`<prefix>/<model>`) when it is not the id (the
+    /// admin API lets operators rename it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
     /// The price of prefix routes to upstream models no catalogue model deploys.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_price: Option<Price>,
@@ -128,6 +132,11 @@ fn yes() -> bool {
 }
 
 impl Provider {
+    /// What its prefix routes start with: `prefix`, else the id.
+    pub fn route_prefix(&self) -> &str {
+        self.prefix.as_deref().unwrap_or(&self.id)
+    }
+
     pub fn auth_style(&self) -> AuthStyle {
         self.auth.unwrap_or_else(|| self.kind.default_auth())
     }
@@ -199,6 +208,9 @@ pub struct Model {
     /// without this flag is refused at admission.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub free: bool,
+    /// The operator's description (admin API and console).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
 }
 
 fn default_max_output() -> u64 {
@@ -248,6 +260,10 @@ pub struct Settings {
     /// size cap, retention (`crate::capture::CaptureSettings`).
     #[serde(default)]
     pub capture: crate::capture::CaptureSettings,
+    /// Browser origins allowed by CORS, set from the admin API: exact origins, `["*"]`
+    /// for any, `[]` for none. `None` leaves the worker's `CORS_ORIGINS` in force.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cors_origins: Option<Vec<String>>,
 }
 
 fn default_reserve_output() -> u64 {
@@ -265,6 +281,7 @@ impl Default for Settings {
             default_max_tokens: default_reserve_output(),
             max_attempts: default_attempts(),
             capture: crate::capture::CaptureSettings::default(),
+            cors_origins: None,
         }
     }
 }
@@ -358,6 +375,8 @@ impl Resolved<'_> {
 pub struct Catalogue {
     snapshot: CatalogueSnapshot,
     providers: HashMap<String, usize>,
+    /// Route prefix → provider index (the id unless a `prefix` is set).
+    prefixes: HashMap<String, usize>,
     models: HashMap<String, usize>,
     plans: HashMap<String, usize>,
 }
@@ -374,9 +393,20 @@ impl Catalogue {
     pub fn new(snapshot: CatalogueSnapshot) -> Result<Self, CatalogueError> {
         let invalid = |m: String| Err(CatalogueError::Invalid(m));
         let mut providers = HashMap::new();
+        let mut prefixes = HashMap::new();
         for (i, p) in snapshot.providers.iter().enumerate() {
             if providers.insert(p.id.clone(), i).is_some() {
                 return invalid(format!("duplicate provider id {:?}", p.id));
+            }
+            let prefix = p.route_prefix();
+            if prefix.is_empty() || prefix.contains('/') {
+                return invalid(format!(
+                    "provider {:?}: prefix {prefix:?} must be non-empty without '/'",
+                    p.id
+                ));
+            }
+            if prefixes.insert(prefix.to_owned(), i).is_some() {
+                return invalid(format!("provider prefix {prefix:?} is used twice"));
             }
             if p.id.is_empty() || p.id.contains('/') {
                 return invalid(format!(
@@ -419,6 +449,7 @@ impl Catalogue {
         Ok(Self {
             snapshot,
             providers,
+            prefixes,
             models,
             plans,
         })
@@ -492,7 +523,9 @@ impl Catalogue {
         }
         let (prefix, upstream_model) = requested.split_once('/')?;
         let provider = self
-            .provider(prefix)
+            .prefixes
+            .get(prefix)
+            .and_then(|&i| self.snapshot.providers.get(i))
             .filter(|p| p.enabled && p.prefix_routing)?;
         if upstream_model.is_empty() {
             return None;

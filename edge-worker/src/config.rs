@@ -460,10 +460,30 @@ impl Config {
             self.blocked_agents.iter().any(|b| ua.contains(b.as_str()))
         })
     }
+}
+
+impl Cors {
+    /// The origins published in the catalogue settings (`cors_origins`, set through the
+    /// admin API): `["*"]` any, `[]` none, else the exact origins.
+    pub fn published(list: &[String]) -> Cors {
+        if list.iter().any(|o| o.trim() == "*") {
+            return Cors::Any;
+        }
+        let origins: Vec<String> = list
+            .iter()
+            .map(|o| o.trim().trim_end_matches('/').to_ascii_lowercase())
+            .filter(|o| !o.is_empty())
+            .collect();
+        if origins.is_empty() {
+            Cors::Disabled
+        } else {
+            Cors::Origins(origins)
+        }
+    }
 
     /// The `Access-Control-Allow-Origin` value for `origin`, if it is allowed.
-    pub fn allow_origin(&self, origin: &str) -> Option<String> {
-        match &self.cors {
+    pub fn allow(&self, origin: &str) -> Option<String> {
+        match self {
             Cors::Disabled => None,
             Cors::Any => Some("*".to_owned()),
             Cors::Origins(list) => {
@@ -543,10 +563,19 @@ mod tests {
         assert_eq!(c.breaker.failure_threshold, 2);
         assert_eq!(c.breaker.base_cooldown_ms, 1500);
         assert_eq!(
-            c.allow_origin("https://a.example").as_deref(),
+            c.cors.allow("https://a.example").as_deref(),
             Some("https://a.example")
         );
-        assert!(c.allow_origin("https://c.example").is_none());
+        assert!(c.cors.allow("https://c.example").is_none());
+        // Origins published in the catalogue settings replace CORS_ORIGINS.
+        let published = Cors::published(&["https://C.example/".into()]);
+        assert_eq!(
+            published.allow("https://c.example").as_deref(),
+            Some("https://c.example")
+        );
+        assert!(published.allow("https://a.example").is_none());
+        assert_eq!(Cors::published(&["*".into()]), Cors::Any);
+        assert_eq!(Cors::published(&[]), Cors::Disabled);
         assert_eq!(
             c.passthrough_domains.get("localhost:9"),
             Some(&AuthStyle::Google)

@@ -11,7 +11,7 @@ use std::rc::Rc;
 use tollbooth_core::error::GatewayError;
 use worker::{Context, Env, Headers, Method, Request, Response, Result};
 
-use crate::config::Config;
+use crate::config::{Config, Cors};
 use crate::context::{log_error, EdgeError, LogMode, ReqCtx};
 use crate::handlers;
 use crate::ledger::clock;
@@ -52,10 +52,11 @@ pub async fn handle(mut req: Request, env: Env, ctx: Context) -> Result<Response
         return protect::probe_response();
     }
     let method = req.method();
-    if method == Method::Options {
-        return protect::preflight(&req, &config);
-    }
     let origin = req.headers().get("origin")?;
+    let cors = effective_cors(&env, &config, origin.is_some()).await;
+    if method == Method::Options {
+        return protect::preflight(&req, &cors);
+    }
     let path = config.strip_prefix(&full_path).to_owned();
     let route = routes::route(&method, &path);
     if route == Route::Ws {
@@ -94,7 +95,21 @@ pub async fn handle(mut req: Request, env: Env, ctx: Context) -> Result<Response
     if rc.log == LogMode::Now {
         rc.write_log();
     }
-    protect::finish(resp, origin.as_deref(), &config)
+    protect::finish(resp, origin.as_deref(), &cors)
+}
+
+/// The CORS origins in force: those published in the catalogue settings (admin API
+/// `cors_origins`) when set, else `CORS_ORIGINS`. Only a request with an `Origin` (a
+/// browser's) reads the catalogue, from the isolate's cache.
+async fn effective_cors(env: &Env, config: &Config, has_origin: bool) -> Cors {
+    if has_origin {
+        if let Ok(cat) = crate::catalogue::load(env, config.catalogue_ttl_ms).await {
+            if let Some(list) = &cat.settings().cors_origins {
+                return Cors::published(list);
+            }
+        }
+    }
+    config.cors.clone()
 }
 
 async fn dispatch(route: Route, call: Call<'_>) -> std::result::Result<Response, EdgeError> {

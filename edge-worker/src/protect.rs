@@ -1,12 +1,13 @@
 //! Protection the middleware applies around every route: CORS (preflight and response
 //! headers), the declared and the streamed body size. Scanner filtering is
-//! [`crate::config::Config::is_probe`]; all settings come from the isolate's config.
+//! [`crate::config::Config::is_probe`]. The CORS origins are the middleware's: the
+//! catalogue's published ones, else the isolate's config.
 
 use futures_util::StreamExt;
 use tollbooth_core::error::GatewayError;
 use worker::{Headers, Request, Response, Result};
 
-use crate::config::Config;
+use crate::config::Cors;
 
 /// Headers a browser client may read from our responses.
 const EXPOSED_FIXED: &[&str] = &["x-request-id", "retry-after"];
@@ -55,7 +56,7 @@ pub async fn read_body_limited(
 }
 
 /// The answer to a CORS preflight (or a plain `OPTIONS`).
-pub fn preflight(req: &Request, config: &Config) -> Result<Response> {
+pub fn preflight(req: &Request, cors: &Cors) -> Result<Response> {
     let origin = req.headers().get("origin")?;
     let wants_cors = req.headers().has("access-control-request-method")?;
     let mut resp = Response::empty()?.with_status(204);
@@ -65,7 +66,7 @@ pub fn preflight(req: &Request, config: &Config) -> Result<Response> {
     };
     let h = resp.headers_mut();
     h.set("vary", "Origin")?;
-    let Some(allow) = config.allow_origin(&origin) else {
+    let Some(allow) = cors.allow(&origin) else {
         // No CORS headers: the browser refuses the real request.
         return Ok(resp);
     };
@@ -93,11 +94,11 @@ pub fn preflight(req: &Request, config: &Config) -> Result<Response> {
 }
 
 /// Adds CORS headers to a response for a request that carried `Origin`.
-pub fn finish(mut resp: Response, origin: Option<&str>, config: &Config) -> Result<Response> {
+pub fn finish(mut resp: Response, origin: Option<&str>, cors: &Cors) -> Result<Response> {
     let Some(origin) = origin else {
         return Ok(resp);
     };
-    let Some(allow) = config.allow_origin(origin) else {
+    let Some(allow) = cors.allow(origin) else {
         return Ok(resp);
     };
     let exposed = exposed_headers(resp.headers());

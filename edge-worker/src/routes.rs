@@ -48,7 +48,7 @@ pub enum Route {
     MemberKey,
     /// Control-plane paths forwarded to `ADMIN_ORIGIN`.
     FrontDoor,
-    /// `GET /v1/chat/completions/ws` (also `/chat/completions/ws`).
+    /// `GET /v1/chat/completions/ws` (also `/chat/completions/ws` and `/ws/chat`).
     Ws,
     /// `/{domain}/{api_path}`: the operators' pass-through proxy.
     Passthrough,
@@ -170,7 +170,9 @@ pub fn route(method: &Method, path: &str) -> Route {
         (Method::Post, "/v1/embeddings" | "/embeddings") => return Route::Embeddings,
         (Method::Post, "/v1/rerank" | "/rerank") => return Route::Rerank,
         (Method::Get, "/v1/models" | "/models") => return Route::Models,
-        (Method::Get, "/v1/chat/completions/ws" | "/chat/completions/ws") => return Route::Ws,
+        (Method::Get, "/v1/chat/completions/ws" | "/chat/completions/ws" | "/ws/chat") => {
+            return Route::Ws
+        }
         _ => {}
     }
     if let Some(r) = ingress_route(method, path) {
@@ -252,6 +254,8 @@ mod tests {
             (Method::Post, "/webhooks/stripe", Route::FrontDoor),
             (Method::Get, "/v1/chat/completions/ws", Route::Ws),
             (Method::Get, "/chat/completions/ws", Route::Ws),
+            (Method::Get, "/ws/chat", Route::Ws),
+            (Method::Post, "/ws/chat", Route::NotFound),
             (
                 Method::Post,
                 "/api.openai.com/v1/models",

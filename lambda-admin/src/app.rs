@@ -249,10 +249,12 @@ async fn route<S: ItemStore, E: EdgeSync>(
         ("GET", ["api", "me", "keys"]) => members::list_keys_handler(st, ctx).await,
         ("POST", ["api", "me", "keys"]) => members::create_key_handler(st, ctx).await,
         ("DELETE", ["api", "me", "keys", id]) => members::revoke_key_handler(st, ctx, id).await,
+        ("PATCH", ["api", "me", "keys", id]) => members::update_key_handler(st, ctx, id).await,
         ("GET", ["api", "plans"]) => admin::public_plans_handler(st, ctx).await,
         ("GET", ["api", "me", "subscription"]) => members::subscription_handler(st, ctx).await,
         ("POST", ["api", "me", "subscription"]) => members::subscribe_handler(st, ctx).await,
-        (_, ["api", "admin", rest @ ..]) => admin::route(st, ctx, rest).await,
+        // Boxed: the admin router's future is large (debug builds overflow the stack).
+        (_, ["api", "admin", rest @ ..]) => Box::pin(admin::route(st, ctx, rest)).await,
         _ => Err(ApiError::new(
             404,
             "invalid_request_error",

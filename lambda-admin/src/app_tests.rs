@@ -106,6 +106,13 @@ async fn signup(st: &St, email: &str) -> (String, String) {
     )
 }
 
+/// What the test helpers change a first password to.
+fn changed(pw: &str) -> String {
+    format!("{pw}-changed")
+}
+
+/// Logs in (with the changed password if the account was made before), and changes the
+/// initial password of a new account as the first login requires.
 async fn admin_token(st: &St, role: Role) -> String {
     let email = format!(
         "{}@ops.example.com",
@@ -115,10 +122,10 @@ async fn admin_token(st: &St, role: Role) -> String {
             "viewer"
         }
     );
-    if role == Role::Admin {
+    let fresh = if role == Role::Admin {
         crate::admin::bootstrap_admin(&st.store, &email, "admin-password-1", NOW)
             .await
-            .unwrap();
+            .unwrap()
     } else {
         let root = Box::pin(admin_token(st, Role::Admin)).await;
         let r = call(
@@ -131,23 +138,38 @@ async fn admin_token(st: &St, role: Role) -> String {
         )
         .await;
         assert!(r.status == 201 || r.status == 409, "{}", r.text);
-    }
+        r.status == 201
+    };
     let pw = if role == Role::Admin {
         "admin-password-1"
     } else {
         "viewer-password-1"
     };
+    let now_pw = if fresh { pw.to_owned() } else { changed(pw) };
     let r = call(
         st,
         "POST",
         "/api/admin/login",
         None,
-        Some(json!({"email": email, "password": pw})),
+        Some(json!({"email": email, "password": now_pw})),
         NOW,
     )
     .await;
     assert_eq!(r.status, 200, "{}", r.text);
-    r.body["token"].as_str().unwrap().to_owned()
+    let token = r.body["token"].as_str().unwrap().to_owned();
+    if r.body["must_change_password"] == true {
+        let r = call(
+            st,
+            "POST",
+            "/api/admin/password",
+            Some(&token),
+            Some(json!({"current_password": pw, "new_password": changed(pw)})),
+            NOW,
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.text);
+    }
+    token
 }
 
 /// Unknown accounts pay the same argon2 verification as known ones (the dummy hash), for
@@ -1308,7 +1330,7 @@ async fn test_providers_sealed_masked_and_published() {
         "POST",
         "/api/admin/providers",
         Some(&admin),
-        Some(json!({"id": "openai", "kind": "openai",
+        Some(json!({"id": "openai", "kind": "openai", "validate": false,
         "base_url": "https://api.openai.com/v1", "credentials": [{"secret": secret}],
         "headers": {"x-auth": "header-secret-123456"}})),
         NOW,
@@ -1339,7 +1361,7 @@ async fn test_providers_sealed_masked_and_published() {
         "PUT",
         "/api/admin/providers/openai",
         Some(&admin),
-        Some(json!({"kind": "openai",
+        Some(json!({"kind": "openai", "validate": false,
         "base_url": "https://api.openai.com/v1", "credentials": [{"id": "openai-1", "weight": 2}],
         "headers": {"x-auth": "••••3456"}})),
         NOW,
@@ -1503,7 +1525,7 @@ async fn test_model_max_input_tokens_is_validated_stored_and_published() {
         "POST",
         "/api/admin/providers",
         Some(&admin),
-        Some(json!({"id": "openai", "kind": "openai",
+        Some(json!({"id": "openai", "kind": "openai", "validate": false,
         "base_url": "https://api.openai.com/v1", "credentials": [{"secret": "sk-upstream-1234"}]})),
         NOW,
     )
@@ -1943,7 +1965,7 @@ async fn test_admin_login_counts_reset_and_address_limit() {
     let _ = admin_token(&st, Role::Admin).await; // one attempt from "unknown"
     let email = "root@ops.example.com";
     let bad = json!({"email": email, "password": "wrong-password-1"});
-    let good = json!({"email": email, "password": "admin-password-1"});
+    let good = json!({"email": email, "password": changed("admin-password-1")});
     let from = |ip: &'static str| move |body: Value| (ip, body);
     let login = |(ip, body): (&str, Value), now| {
         let body = body.to_string();
@@ -2071,4 +2093,1113 @@ async fn test_expired_subscriptions_are_downgraded_by_the_job() {
     )
     .await;
     assert_eq!(r.body["downgraded"].as_array().unwrap().len(), 0);
+}
+
+/// The last key record pushed for `pid`.
+fn last_key_push(st: &St, pid: &str) -> Value {
+    st.sync
+        .calls()
+        .into_iter()
+        .rev()
+        .find(|c| c.method == "PUT" && c.path == format!("/internal/v1/keys/{pid}"))
+        .and_then(|c| c.body)
+        .unwrap_or(Value::Null)
+}
+
+#[tokio::test]
+async fn test_key_settings_edit_disable_operator_and_member_limits() {
+    let st = state();
+    let admin = admin_token(&st, Role::Admin).await;
+    let viewer = admin_token(&st, Role::Viewer).await;
+    let mut plan = free_plan();
+    plan["allowed_models"] = json!(["writer", "oa/*"]);
+    let r = call(
+        &st,
+        "POST",
+        "/api/admin/plans",
+        Some(&admin),
+        Some(plan),
+        NOW,
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let (token, member) = signup(&st, "keys@example.com").await;
+    let r = call(
+        &st,
+        "POST",
+        "/api/me/subscription",
+        Some(&token),
+        Some(json!({"plan_id": "free"})),
+        NOW,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let r = call(
+        &st,
+        "POST",
+        "/api/me/keys",
+        Some(&token),
+        Some(json!({"name": "laptop"})),
+        NOW,
+    )
+    .await;
+    let pid = r.body["public_id"].as_str().unwrap().to_owned();
+
+    // The admin edits every setting; the record at the edge follows, at a new version.
+    let v0 = last_key_push(&st, &pid)["version"].as_u64().unwrap();
+    let path = format!("/api/admin/keys/{pid}");
+    let r = call(
+        &st,
+        "PATCH",
+        &path,
+        Some(&admin),
+        Some(
+            json!({"expires_at": NOW + 3600, "allowed_models": ["writer"], "rpm": 7,
+                    "tpm": 9000, "name": "renamed"}),
+        ),
+        NOW,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["key"]["rpm"], 7);
+    assert_eq!(r.body["edge"]["synced"], true, "{}", r.text);
+    let rec = last_key_push(&st, &pid);
+    assert_eq!(rec["expires_at"], NOW + 3600);
+    assert_eq!(rec["allowed_models"], json!(["writer"]));
+    assert_eq!(
+        (rec["rpm"].clone(), rec["tpm"].clone()),
+        (json!(7), json!(9000))
+    );
+    assert_eq!(rec["name"], "renamed");
+    assert_eq!(rec["plan_id"], "free");
+    assert!(rec["version"].as_u64().unwrap() > v0);
+    let parsed: KeyRecord = serde_json::from_value(rec.clone()).unwrap();
+    assert_eq!(parsed.status, tollbooth_core::keyrecord::KeyStatus::Active);
+
+    // Disable, then enable; a bad status or a past expiry changes nothing.
+    let r = call(
+        &st,
+        "PATCH",
+        &path,
+        Some(&admin),
+        Some(json!({"status": "disabled"})),
+        NOW,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(last_key_push(&st, &pid)["status"], "disabled");
+    assert_eq!(r.body["key"]["status"], "disabled");
+    let n = st.sync.calls().len();
+    for bad in [
+        json!({"status": "paused"}),
+        json!({"expires_at": NOW - 1}),
+        json!({"rpm": 0}),
+        json!({"allowed_models": []}),
+        json!({"colour": "red"}),
+    ] {
+        let r = call(&st, "PATCH", &path, Some(&admin), Some(bad.clone()), NOW).await;
+        assert_eq!(r.status, 400, "{bad}: {}", r.text);
+    }
+    assert_eq!(st.sync.calls().len(), n, "refused edits push nothing");
+    let r = call(
+        &st,
+        "PATCH",
+        &path,
+        Some(&admin),
+        Some(json!({"status": "active", "rpm": null})),
+        NOW,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let rec = last_key_push(&st, &pid);
+    assert_eq!(rec["status"], "active");
+    assert!(rec.get("rpm").is_none(), "null clears the limit: {rec}");
+    assert_eq!(rec["tpm"], 9000, "fields not named stay");
+    let r = call(&st, "GET", &path, Some(&viewer), None, NOW).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["member_id"], member.as_str());
+    assert_eq!(r.body["allowed_models"], json!(["writer"]));
+    assert!(!r.text.contains("\"secret_hash\""), "{}", r.text);
+    let r = call(
+        &st,
+        "PATCH",
+        &path,
+        Some(&viewer),
+        Some(json!({"status": "disabled"})),
+        NOW,
+    )
+    .await;
+    assert_eq!(r.status, 403);
+
+    // The member: expiry, name and models within the plan; not limits or status.
+    let mine = format!("/api/me/keys/{pid}");
+    let r = call(
+        &st,
+        "PATCH",
+        &mine,
+        Some(&token),
+        Some(json!({"allowed_models": ["oa/gpt-4o"], "expires_at": null})),
+        NOW,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let rec = last_key_push(&st, &pid);
+    assert_eq!(rec["allowed_models"], json!(["oa/gpt-4o"]));
+    assert!(rec.get("expires_at").is_none());
+    let r = call(
+        &st,
+        "PATCH",
+        &mine,
+        Some(&token),
+        Some(json!({"allowed_models": ["secret-model"]})),
+        NOW,
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert_eq!(r.body["error"]["param"], "allowed_models");
+    for forbidden in [json!({"rpm": 1000}), json!({"status": "active"})] {
+        let r = call(&st, "PATCH", &mine, Some(&token), Some(forbidden), NOW).await;
+        assert_eq!(r.status, 403, "{}", r.text);
+    }
+    // Another member cannot touch it.
+    let (other, _) = signup(&st, "other@example.com").await;
+    let r = call(
+        &st,
+        "PATCH",
+        &mine,
+        Some(&other),
+        Some(json!({"name": "mine"})),
+        NOW,
+    )
+    .await;
+    assert_eq!(r.status, 404);
+
+    // An operator key for the pass-through, issued by the admin with its own limits.
+    let r = call(
+        &st,
+        "POST",
+        &format!("/api/admin/members/{member}/keys"),
+        Some(&admin),
+        Some(json!({"name": "ops", "role": "operator", "rpm": 30})),
+        NOW,
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert!(r.body["key"].as_str().unwrap().starts_with("sk-"));
+    let op = r.body["public_id"].as_str().unwrap().to_owned();
+    let rec = last_key_push(&st, &op);
+    assert_eq!(rec["role"], "operator");
+    assert_eq!(rec["rpm"], 30);
+    // A plan change re-pushes every key with its settings kept.
+    let r = call(
+        &st,
+        "POST",
+        &format!("/api/admin/members/{member}/subscription"),
+        Some(&admin),
+        Some(json!({"plan_id": "free", "action": "renew"})),
+        NOW + 10,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(last_key_push(&st, &op)["role"], "operator");
+    assert_eq!(
+        last_key_push(&st, &pid)["allowed_models"],
+        json!(["oa/gpt-4o"])
+    );
+    // Revoked keys cannot be edited.
+    let r = call(&st, "DELETE", &path, Some(&admin), None, NOW).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let r = call(
+        &st,
+        "PATCH",
+        &path,
+        Some(&admin),
+        Some(json!({"status": "active"})),
+        NOW,
+    )
+    .await;
+    assert_eq!(r.status, 404);
+    assert_eq!(
+        call(&st, "GET", &path, Some(&admin), None, NOW)
+            .await
+            .status,
+        404
+    );
+}
+
+#[tokio::test]
+async fn test_admin_users_owner_invite_first_password_logout_remove() {
+    let st = state();
+    crate::admin::bootstrap_admin(&st.store, "root@ops.example.com", "admin-password-1", NOW)
+        .await
+        .unwrap();
+    let login = |email: &'static str, pw: String| {
+        let st = &st;
+        async move {
+            call(
+                st,
+                "POST",
+                "/api/admin/login",
+                None,
+                Some(json!({"email": email, "password": pw})),
+                NOW,
+            )
+            .await
+        }
+    };
+    // The bootstrap account owns the deployment and must change its password first.
+    let r = login("root@ops.example.com", "admin-password-1".into()).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["role"], "owner");
+    assert_eq!(r.body["must_change_password"], true);
+    let root = r.body["token"].as_str().unwrap().to_owned();
+    for (m, p) in [
+        ("GET", "/api/admin/members"),
+        ("POST", "/api/admin/catalogue/publish"),
+    ] {
+        let r = call(&st, m, p, Some(&root), None, NOW).await;
+        assert_eq!(r.status, 403, "{m} {p}: {}", r.text);
+        assert_eq!(r.body["error"]["code"], "password_change_required");
+    }
+    // Payments' admin routes too.
+    let r = call(&st, "GET", "/api/admin/orders", Some(&root), None, NOW).await;
+    assert_eq!(r.status, 403, "{}", r.text);
+    let r = call(&st, "GET", "/api/admin/me", Some(&root), None, NOW).await;
+    assert_eq!(r.body["must_change_password"], true, "{}", r.text);
+    let pw = |cur: &str, new: &str| json!({"current_password": cur, "new_password": new});
+    let r = call(
+        &st,
+        "POST",
+        "/api/admin/password",
+        Some(&root),
+        Some(pw("wrong-password-0", "owner-password-2")),
+        NOW,
+    )
+    .await;
+    assert_eq!(r.status, 401, "{}", r.text);
+    assert_eq!(r.body["error"]["param"], "current_password");
+    let r = call(
+        &st,
+        "POST",
+        "/api/admin/password",
+        Some(&root),
+        Some(pw("admin-password-1", "admin-password-1")),
+        NOW,
+    )
+    .await;
+    assert_eq!(r.status, 400, "the same password is no change: {}", r.text);
+    let r = call(
+        &st,
+        "POST",
+        "/api/admin/password",
+        Some(&root),
+        Some(pw("admin-password-1", "short")),
+        NOW,
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    // A second session, opened before the change, ends with it; this one stays.
+    let other = login("root@ops.example.com", "admin-password-1".into())
+        .await
+        .body["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = call(
+        &st,
+        "POST",
+        "/api/admin/password",
+        Some(&root),
+        Some(pw("admin-password-1", "owner-password-2")),
+        NOW,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(
+        call(&st, "GET", "/api/admin/members", Some(&root), None, NOW)
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        call(&st, "GET", "/api/admin/me", Some(&other), None, NOW)
+            .await
+            .status,
+        401
+    );
+    assert_eq!(
+        login("root@ops.example.com", "admin-password-1".into())
+            .await
+            .status,
+        401
+    );
+    assert_eq!(
+        login("root@ops.example.com", "owner-password-2".into())
+            .await
+            .status,
+        200
+    );
+
+    // Invitations: a generated temporary password, shown once, changed at first login.
+    let r = call(
+        &st,
+        "POST",
+        "/api/admin/admins",
+        Some(&root),
+        Some(json!({"email": "Ada@Ops.example.com", "role": "admin"})),
+        NOW,
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let temp = r.body["temporary_password"].as_str().unwrap().to_owned();
+    assert!(
+        !st.store.dump().contains(&temp),
+        "the temporary password is not stored"
+    );
+    let r = call(&st, "GET", "/api/admin/admins", Some(&root), None, NOW).await;
+    assert!(
+        !r.text.contains(&temp) && !r.text.contains("argon2"),
+        "{}",
+        r.text
+    );
+    let ada = login("ada@ops.example.com", temp.clone()).await;
+    assert_eq!(ada.body["must_change_password"], true);
+    let ada = ada.body["token"].as_str().unwrap().to_owned();
+    assert_eq!(
+        call(&st, "GET", "/api/admin/plans", Some(&ada), None, NOW)
+            .await
+            .status,
+        403
+    );
+    let r = call(
+        &st,
+        "POST",
+        "/api/admin/password",
+        Some(&ada),
+        Some(pw(&temp, "ada-password-22")),
+        NOW,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(
+        call(&st, "GET", "/api/admin/plans", Some(&ada), None, NOW)
+            .await
+            .status,
+        200
+    );
+    // Admins work on the catalogue but do not manage accounts.
+    let r = call(
+        &st,
+        "POST",
+        "/api/admin/admins",
+        Some(&ada),
+        Some(json!({"email": "eve@ops.example.com", "role": "owner"})),
+        NOW,
+    )
+    .await;
+    assert_eq!(r.status, 403, "{}", r.text);
+    let r = call(
+        &st,
+        "DELETE",
+        "/api/admin/admins/root@ops.example.com",
+        Some(&ada),
+        None,
+        NOW,
+    )
+    .await;
+    assert_eq!(r.status, 403, "{}", r.text);
+    // The owner makes her a viewer: her very next write is refused.
+    let r = call(
+        &st,
+        "PATCH",
+        "/api/admin/admins/ada%40ops.example.com",
+        Some(&root),
+        Some(json!({"role": "viewer"})),
+        NOW,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let r = call(
+        &st,
+        "PUT",
+        "/api/admin/settings",
+        Some(&ada),
+        Some(json!({})),
+        NOW,
+    )
+    .await;
+    assert_eq!(r.status, 403, "{}", r.text);
+    // A viewer may still change her own password and log out.
+    let r = call(
+        &st,
+        "POST",
+        "/api/admin/password",
+        Some(&ada),
+        Some(pw("ada-password-22", "ada-password-33")),
+        NOW,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let r = call(&st, "POST", "/api/admin/logout", Some(&ada), None, NOW).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(
+        call(&st, "GET", "/api/admin/me", Some(&ada), None, NOW)
+            .await
+            .status,
+        401
+    );
+    // The last owner can neither step down nor remove itself; removing ends sessions.
+    let r = call(
+        &st,
+        "PATCH",
+        "/api/admin/admins/root@ops.example.com",
+        Some(&root),
+        Some(json!({"role": "admin"})),
+        NOW,
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    let r = call(
+        &st,
+        "DELETE",
+        "/api/admin/admins/root@ops.example.com",
+        Some(&root),
+        None,
+        NOW,
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    let ada = login("ada@ops.example.com", "ada-password-33".into())
+        .await
+        .body["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = call(
+        &st,
+        "DELETE",
+        "/api/admin/admins/ada@ops.example.com",
+        Some(&root),
+        None,
+        NOW,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(
+        call(&st, "GET", "/api/admin/me", Some(&ada), None, NOW)
+            .await
+            .status,
+        401
+    );
+    assert_eq!(
+        login("ada@ops.example.com", "ada-password-33".into())
+            .await
+            .status,
+        401
+    );
+    let r = call(
+        &st,
+        "DELETE",
+        "/api/admin/admins/nobody@ops.example.com",
+        Some(&root),
+        None,
+        NOW,
+    )
+    .await;
+    assert_eq!(r.status, 404);
+    // Every account change is audited, never with a password.
+    let r = call(&st, "GET", "/api/admin/audit", Some(&root), None, NOW).await;
+    for action in [
+        "admin.password",
+        "admin.create",
+        "admin.role",
+        "admin.remove",
+    ] {
+        assert!(r.text.contains(action), "{action}: {}", r.text);
+    }
+    assert!(!r.text.contains("ada-password") && !r.text.contains(&temp));
+}
+
+#[tokio::test]
+async fn test_admin_creates_edits_and_deletes_members() {
+    let st = state();
+    let admin = admin_token(&st, Role::Admin).await;
+    // Created with a generated password, shown once; the member can log in with it.
+    let r = call(
+        &st,
+        "POST",
+        "/api/admin/members",
+        Some(&admin),
+        Some(json!({"email": "New@Example.com", "username": "Newt"})),
+        NOW,
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let id = r.body["member"]["id"].as_str().unwrap().to_owned();
+    let pw = r.body["password"].as_str().unwrap().to_owned();
+    assert!(!st.store.dump().contains(&pw));
+    assert!(st
+        .sync
+        .calls()
+        .iter()
+        .any(|c| c.path == format!("/internal/v1/members/{id}")));
+    let r = call(
+        &st,
+        "POST",
+        "/api/auth/login",
+        None,
+        Some(json!({"email": "new@example.com", "password": pw})),
+        NOW,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let member_token = r.body["token"].as_str().unwrap().to_owned();
+    let r = call(
+        &st,
+        "POST",
+        "/api/admin/members",
+        Some(&admin),
+        Some(json!({"email": "new@example.com"})),
+        NOW,
+    )
+    .await;
+    assert_eq!(r.status, 409, "{}", r.text);
+
+    // Edit name and email: the old email is free again, the new one taken.
+    signup(&st, "taken@example.com").await;
+    let path = format!("/api/admin/members/{id}");
+    let r = call(
+        &st,
+        "PATCH",
+        &path,
+        Some(&admin),
+        Some(json!({"email": "taken@example.com"})),
+        NOW,
+    )
+    .await;
+    assert_eq!(r.status, 409, "{}", r.text);
+    let r = call(
+        &st,
+        "PATCH",
+        &path,
+        Some(&admin),
+        Some(json!({"email": "renamed@example.com", "username": "Renamed"})),
+        NOW,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["member"]["email"], "renamed@example.com");
+    let push = st
+        .sync
+        .calls()
+        .into_iter()
+        .rev()
+        .find(|c| c.path == format!("/internal/v1/members/{id}"))
+        .unwrap();
+    assert_eq!(push.body.as_ref().unwrap()["email"], "renamed@example.com");
+    assert_eq!(push.body.as_ref().unwrap()["username"], "Renamed");
+    let r = call(
+        &st,
+        "POST",
+        "/api/auth/login",
+        None,
+        Some(json!({"email": "renamed@example.com", "password": pw})),
+        NOW,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    signup(&st, "new@example.com").await;
+    // Status through the same edit.
+    let r = call(
+        &st,
+        "PATCH",
+        &path,
+        Some(&admin),
+        Some(json!({"status": "suspended"})),
+        NOW,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["member"]["status"], "suspended");
+    let r = call(
+        &st,
+        "PATCH",
+        &path,
+        Some(&admin),
+        Some(json!({"status": "gone"})),
+        NOW,
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    let r = call(
+        &st,
+        "PATCH",
+        &path,
+        Some(&admin),
+        Some(json!({"status": "active"})),
+        NOW,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+
+    // Delete with the data: keys revoked at the edge, sessions end, nothing left here.
+    let r = call(
+        &st,
+        "POST",
+        "/api/me/keys",
+        Some(&member_token),
+        Some(json!({"name": "k"})),
+        NOW,
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let pid = r.body["public_id"].as_str().unwrap().to_owned();
+    let r = call(&st, "DELETE", &path, Some(&admin), None, NOW).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["keys_revoked"], json!([pid]));
+    let calls = st.sync.calls();
+    assert!(calls
+        .iter()
+        .any(|c| c.method == "DELETE" && c.path == format!("/internal/v1/keys/{pid}")));
+    // The member's captured conversations are deleted at the edge too.
+    assert!(calls
+        .iter()
+        .any(|c| c.method == "DELETE" && c.path == format!("/internal/v1/members/{id}/captures")));
+    assert!(r.body["captures"].is_object(), "{}", r.text);
+    let status = calls
+        .iter()
+        .rev()
+        .find(|c| c.path == format!("/internal/v1/members/{id}/status"))
+        .unwrap();
+    assert_eq!(status.body.as_ref().unwrap()["status"], "suspended");
+    assert_eq!(
+        call(&st, "GET", &path, Some(&admin), None, NOW)
+            .await
+            .status,
+        404
+    );
+    assert_eq!(
+        call(&st, "GET", "/api/me", Some(&member_token), None, NOW)
+            .await
+            .status,
+        401
+    );
+    assert!(
+        !st.store.dump().contains(&format!("MEMBER#{id}")),
+        "the partition is gone"
+    );
+    // The email can sign up again as a new account.
+    signup(&st, "renamed@example.com").await;
+    assert_eq!(
+        call(&st, "DELETE", &path, Some(&admin), None, NOW)
+            .await
+            .status,
+        404
+    );
+}
+
+#[tokio::test]
+async fn test_apps_update_and_rotate_secret() {
+    let st = state();
+    let admin = admin_token(&st, Role::Admin).await;
+    let (app, old_secret) = make_app(&st, &admin).await;
+    let path = format!("/api/admin/apps/{app}");
+    let r = call(
+        &st,
+        "PATCH",
+        &path,
+        Some(&admin),
+        Some(json!({"name": "Renamed", "callback_urls": ["x-new-app://cb"]})),
+        NOW,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["name"], "Renamed");
+    assert_eq!(r.body["callback_urls"], json!(["x-new-app://cb"]));
+    for bad in [
+        json!({"callback_urls": ["javascript:alert(1)"]}),
+        json!({"name": ""}),
+        json!({"secret": "x"}),
+    ] {
+        let r = call(&st, "PATCH", &path, Some(&admin), Some(bad.clone()), NOW).await;
+        assert_eq!(r.status, 400, "{bad}: {}", r.text);
+    }
+    let r = call(&st, "GET", &path, Some(&admin), None, NOW).await;
+    assert_eq!(r.body["name"], "Renamed", "{}", r.text);
+    // Rotation: a new secret shown once, different, never stored in clear.
+    let r = call(
+        &st,
+        "POST",
+        &format!("{path}/rotate-secret"),
+        Some(&admin),
+        None,
+        NOW,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let new_secret = r.body["secret"].as_str().unwrap().to_owned();
+    assert_ne!(new_secret, old_secret);
+    assert!(!st.store.dump().contains(&new_secret));
+    let r = call(&st, "GET", &path, Some(&admin), None, NOW).await;
+    assert!(!r.text.contains(&new_secret) && r.body.get("secret").is_none());
+    let stored: crate::model::App = crate::model::load(
+        &st.store,
+        &crate::model::app_pk(&app),
+        crate::model::ONE,
+        NOW,
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(
+        crate::crypto::open(&st.master_key, &stored.sealed_secret).unwrap(),
+        new_secret
+    );
+    assert_eq!(
+        call(
+            &st,
+            "POST",
+            "/api/admin/apps/nope/rotate-secret",
+            Some(&admin),
+            None,
+            NOW
+        )
+        .await
+        .status,
+        404
+    );
+}
+
+#[tokio::test]
+async fn test_provider_fields_prefix_models_and_settings_published() {
+    let st = state();
+    let admin = admin_token(&st, Role::Admin).await;
+    let body = json!({"id": "az", "kind": "azure", "validate": false, "name": "Azure EU",
+        "description": "EU deployment", "base_url": "https://api.openai.com/openai",
+        "query": {"api-version": "2024-10-21"}, "auth": "api_key", "timeout_ms": 15000,
+        "prefix_routing": true, "credentials": [{"secret": "az-secret-123456789"}]});
+    let r = call(
+        &st,
+        "POST",
+        "/api/admin/providers",
+        Some(&admin),
+        Some(body.clone()),
+        NOW,
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(r.body["prefix"], "az");
+    assert_eq!(r.body["name"], "Azure EU");
+    for (field, bad) in [
+        ("query", json!({"key": "leak"})),
+        ("timeout_ms", json!(5)),
+        ("prefix", json!("a/b")),
+        ("name", json!("")),
+    ] {
+        let mut b = body.clone();
+        b["id"] = json!("other");
+        b[field] = bad;
+        let r = call(
+            &st,
+            "POST",
+            "/api/admin/providers",
+            Some(&admin),
+            Some(b),
+            NOW,
+        )
+        .await;
+        assert_eq!(r.status, 400, "{field}: {}", r.text);
+        assert_eq!(r.body["error"]["param"], field);
+    }
+    // A model pulled earlier (stored as if pulled) and a hand-made one, with a
+    // description and a forced stream mode.
+    let pulled = crate::model::ModelEntry {
+        model: serde_json::from_value(json!({"name": "az/gpt-4o", "enabled": false,
+            "deployments": [{"provider": "az", "model": "gpt-4o"}]}))
+        .unwrap(),
+        pulled_from: Some("az".into()),
+        removed: false,
+    };
+    crate::model::put(&st.store, pulled.item().unwrap())
+        .await
+        .unwrap();
+    let r = call(
+        &st,
+        "POST",
+        "/api/admin/models",
+        Some(&admin),
+        Some(json!({"name": "writer",
+        "description": "Our writer", "stream_mode": "force_stream", "free": true,
+        "deployments": [{"provider": "az", "model": "gpt-4o"}]})),
+        NOW,
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let r = call(
+        &st,
+        "GET",
+        "/api/admin/models/writer",
+        Some(&admin),
+        None,
+        NOW,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["description"], "Our writer");
+    assert_eq!(r.body["stream_mode"], "force_stream");
+    let r = call(
+        &st,
+        "GET",
+        "/api/admin/models/az/gpt-4o",
+        Some(&admin),
+        None,
+        NOW,
+    )
+    .await;
+    assert_eq!(r.body["pulled_from"], "az", "{}", r.text);
+    assert_eq!(
+        call(
+            &st,
+            "GET",
+            "/api/admin/models/nope",
+            Some(&admin),
+            None,
+            NOW
+        )
+        .await
+        .status,
+        404
+    );
+    let r = call(
+        &st,
+        "GET",
+        "/api/admin/models?provider=az",
+        Some(&admin),
+        None,
+        NOW,
+    )
+    .await;
+    assert_eq!(r.body["data"].as_array().unwrap().len(), 2, "{}", r.text);
+    let r = call(
+        &st,
+        "GET",
+        "/api/admin/models?provider=other",
+        Some(&admin),
+        None,
+        NOW,
+    )
+    .await;
+    assert_eq!(r.body["data"], json!([]));
+
+    // A new prefix renames the pulled model (not the hand-made one).
+    let mut b = body.clone();
+    b["prefix"] = json!("eu");
+    b["credentials"] = json!([{"id": "az-1"}]);
+    let r = call(
+        &st,
+        "PUT",
+        "/api/admin/providers/az",
+        Some(&admin),
+        Some(b),
+        NOW,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(
+        r.body["renamed_models"],
+        json!([["az/gpt-4o", "eu/gpt-4o"]])
+    );
+    let r = call(
+        &st,
+        "GET",
+        "/api/admin/providers/az",
+        Some(&admin),
+        None,
+        NOW,
+    )
+    .await;
+    assert_eq!(r.body["prefix"], "eu");
+    let names: Vec<&str> = r.body["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["eu/gpt-4o", "writer"], "{}", r.text);
+    assert!(!r.text.contains("az-secret-123456789"));
+
+    // Settings: CORS origins and the statistics timezone; the catalogue carries the
+    // provider's fields and the origins.
+    let r = call(
+        &st,
+        "PUT",
+        "/api/admin/settings",
+        Some(&admin),
+        Some(json!({"timezone": "Asia/Shanghai"})),
+        NOW,
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    let r = call(
+        &st,
+        "PUT",
+        "/api/admin/settings",
+        Some(&admin),
+        Some(json!({"cors_origins": ["https://app.example.com"], "timezone": "+08:00"})),
+        NOW,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let cat = st
+        .sync
+        .calls()
+        .into_iter()
+        .rev()
+        .find(|c| c.path == "/internal/v1/catalogue")
+        .unwrap();
+    let cat = cat.body.unwrap();
+    assert_eq!(
+        cat["settings"]["cors_origins"],
+        json!(["https://app.example.com"])
+    );
+    let p = &cat["providers"][0];
+    assert_eq!(p["query"]["api-version"], "2024-10-21");
+    assert_eq!(
+        (
+            p["auth"].clone(),
+            p["timeout_ms"].clone(),
+            p["prefix"].clone()
+        ),
+        (json!("api_key"), json!(15000), json!("eu"))
+    );
+    assert_eq!(cat["models"][0]["description"], "Our writer");
+    assert!(
+        p.get("name").is_none(),
+        "the display name stays in the control plane"
+    );
+    let r = call(&st, "GET", "/api/admin/settings", Some(&admin), None, NOW).await;
+    assert_eq!(r.body["timezone"], "+08:00");
+}
+
+#[test]
+fn test_proration_is_integer_rounded_down_and_only_for_active_paid_periods() {
+    let sub = |price: Option<u64>, status: &str| crate::model::Subscription {
+        member_id: "m".into(),
+        plan_id: "pro".into(),
+        started_at: 1_000,
+        period_start: 1_000,
+        period_end: 4_000,
+        expires_at: Some(4_000),
+        status: status.into(),
+        grant_id: "g1".into(),
+        period: None,
+        price_micros: price,
+    };
+    let p = sub(Some(10_000_000), "active");
+    // 2000 of 3000 s left: 6_666_666.67 → 6_666_666 (rounded down).
+    assert_eq!(
+        crate::members::proration_credit(&p, 2_000),
+        Some(("prorate-g1".into(), 6_666_666))
+    );
+    assert_eq!(
+        crate::members::proration_credit(&p, 1_000).unwrap().1,
+        10_000_000
+    );
+    assert_eq!(
+        crate::members::proration_credit(&p, 500).unwrap().1,
+        10_000_000
+    );
+    assert_eq!(
+        crate::members::proration_credit(&p, 3_999).unwrap().1,
+        3_333
+    );
+    assert_eq!(crate::members::proration_credit(&p, 4_000), None);
+    assert_eq!(
+        crate::members::proration_credit(&sub(None, "active"), 2_000),
+        None
+    );
+    assert_eq!(
+        crate::members::proration_credit(&sub(Some(0), "active"), 2_000),
+        None
+    );
+    assert_eq!(
+        crate::members::proration_credit(&sub(Some(9), "expired"), 2_000),
+        None
+    );
+    // Large prices do not overflow.
+    let big = sub(Some(u64::MAX / 2), "active");
+    assert!(crate::members::proration_credit(&big, 2_000).is_some_and(|(_, a)| a > 0));
+}
+
+#[tokio::test]
+async fn test_upgrade_credits_the_unused_part_once_and_plan_priority() {
+    let st = state();
+    let admin = admin_token(&st, Role::Admin).await;
+    let plan = |id: &str, price: u64, priority: u32| {
+        json!({"id": id, "name": id, "period": "day", "price_micros": price,
+               "allowance_amount": 1000, "allowance_unit": "tokens", "priority": priority})
+    };
+    for p in [plan("pro", 9_000_000, 10), plan("max", 30_000_000, 50)] {
+        let r = call(&st, "POST", "/api/admin/plans", Some(&admin), Some(p), NOW).await;
+        assert_eq!(r.status, 201, "{}", r.text);
+    }
+    let r = call(
+        &st,
+        "POST",
+        "/api/admin/plans",
+        Some(&admin),
+        Some(plan("x", 1, 101)),
+        NOW,
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    let r = call(&st, "GET", "/api/plans", None, None, NOW).await;
+    assert!(r.text.contains("\"priority\":50"), "{}", r.text);
+    let (_, member) = signup(&st, "up@example.com").await;
+    let start = |plan: &'static str, at: u64| {
+        let st = &st;
+        let path = format!("/api/admin/members/{member}/subscription");
+        let admin = admin.clone();
+        async move {
+            call(
+                st,
+                "POST",
+                &path,
+                Some(&admin),
+                Some(json!({"plan_id": plan, "action": "start"})),
+                at,
+            )
+            .await
+        }
+    };
+    let r = start("pro", NOW).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let sub = &r.body["subscription"];
+    let (s, e) = (
+        sub["period_start"].as_u64().unwrap(),
+        sub["period_end"].as_u64().unwrap(),
+    );
+    let grant = sub["grant_id"].as_str().unwrap().to_owned();
+    let credits = |st: &St| {
+        st.sync
+            .calls()
+            .into_iter()
+            .filter(|c| c.path == format!("/internal/v1/wallets/{member}/credits"))
+            .map(|c| c.body.unwrap())
+            .collect::<Vec<_>>()
+    };
+    assert!(credits(&st).is_empty(), "a first paid plan credits nothing");
+    // Upgrade a third of the way in: two thirds of 9 USD back, rounded down.
+    let at = s + (e - s) / 3;
+    let r = start("max", at).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let c = credits(&st);
+    assert_eq!(c.len(), 1, "{c:?}");
+    let expected = (9_000_000u128 * u128::from(e - at) / u128::from(e - s)) as i64;
+    assert_eq!(c[0]["amount_micros"], expected);
+    assert_eq!(c[0]["credit_id"], format!("prorate-{grant}"));
+    // Renewing the same plan, or starting it again, credits nothing more.
+    let r = start("max", at + 10).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(credits(&st).len(), 1);
 }

@@ -306,6 +306,30 @@ const MAX_ROUNDS: usize = 20;
 /// 4 calls (2 000 conversations) stay well inside the API's 30 s.
 const MAX_DELETE_ROUNDS: usize = 4;
 
+/// Deletes a member's captured conversations at the edge, up to [`MAX_DELETE_ROUNDS`]
+/// internal calls: `(conversations, captures, more)`; `more` asks the caller to repeat.
+pub async fn delete_member_captures<E: EdgeSync>(
+    sync: &E,
+    member_id: &str,
+) -> ApiResult<(u64, u64, bool)> {
+    let (mut conversations, mut captures) = (0u64, 0u64);
+    let mut more = true;
+    let mut rounds = 0;
+    while more && rounds < MAX_DELETE_ROUNDS {
+        rounds += 1;
+        let call = write(
+            "DELETE",
+            format!("/internal/v1/members/{member_id}/captures"),
+            None,
+        )?;
+        let r = forward(sync, call).await?;
+        conversations += r.get("conversations").and_then(Value::as_u64).unwrap_or(0);
+        captures += r.get("captures").and_then(Value::as_u64).unwrap_or(0);
+        more = r.get("more").and_then(Value::as_bool).unwrap_or(false);
+    }
+    Ok((conversations, captures, more))
+}
+
 /// `segs` is the path after `/api/admin/`; the role was checked by the caller.
 pub async fn route<S: ItemStore, E: EdgeSync>(
     st: &AppState<S, E>,
@@ -409,21 +433,7 @@ pub async fn route<S: ItemStore, E: EdgeSync>(
         }
         ("DELETE", ["members", id, "captures"]) => {
             let id = seg(id).map_err(|_| ApiError::not_found("member"))?;
-            let (mut conversations, mut captures) = (0u64, 0u64);
-            let mut more = true;
-            let mut rounds = 0;
-            while more && rounds < MAX_DELETE_ROUNDS {
-                rounds += 1;
-                let call = write(
-                    "DELETE",
-                    format!("/internal/v1/members/{id}/captures"),
-                    None,
-                )?;
-                let r = forward(&st.sync, call).await?;
-                conversations += r.get("conversations").and_then(Value::as_u64).unwrap_or(0);
-                captures += r.get("captures").and_then(Value::as_u64).unwrap_or(0);
-                more = r.get("more").and_then(Value::as_bool).unwrap_or(false);
-            }
+            let (conversations, captures, more) = delete_member_captures(&st.sync, id).await?;
             audit(
                 st,
                 ctx,

@@ -6,7 +6,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tollbooth_core::auth::ApiKey;
 use tollbooth_core::billing::PlanPeriod;
-use tollbooth_core::keyrecord::{KeyRecord, KeyRole, KeyStatus};
+use tollbooth_core::keyrecord::{KeyRecord, KeyStatus};
 
 use crate::app::{created, issue_session, ok, session_claims, AppState, Ctx};
 use crate::crypto::{self, hash_password, new_id, new_token, verify_password};
@@ -65,7 +65,7 @@ pub fn check_password(password: &str, email: &str, param: &str) -> ApiResult<()>
     Ok(())
 }
 
-fn check_username(name: &str) -> ApiResult<String> {
+pub fn check_username(name: &str) -> ApiResult<String> {
     let n = name.trim();
     if n.is_empty() || n.chars().count() > 64 || n.chars().any(char::is_control) {
         return Err(ApiError::invalid(
@@ -425,12 +425,16 @@ pub fn key_record_for(
         secret_hash: key.secret_hash.clone(),
         member_id: key.member_id.clone(),
         plan_id,
-        status: KeyStatus::Active,
-        role: KeyRole::Member,
-        expires_at: None,
-        allowed_models: None,
-        rpm: None,
-        tpm: None,
+        status: if key.settings.disabled {
+            KeyStatus::Disabled
+        } else {
+            KeyStatus::Active
+        },
+        role: key.settings.role,
+        expires_at: key.settings.expires_at,
+        allowed_models: key.settings.allowed_models.clone(),
+        rpm: key.settings.rpm,
+        tpm: key.settings.tpm,
         capture: false,
         app_id: None,
         byok: false,
@@ -462,6 +466,10 @@ pub async fn create_key<S: ItemStore, E: EdgeSync>(
     app_id: Option<&str>,
     now: u64,
 ) -> ApiResult<(MemberKey, String, Value)> {
+    create_key_with(st, member_id, name, app_id, KeySettings::default(), now).await
+}
+
+fn check_key_name(name: &str) -> ApiResult<&str> {
     let name = name.trim();
     if name.is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
         return Err(ApiError::invalid(
@@ -469,6 +477,52 @@ pub async fn create_key<S: ItemStore, E: EdgeSync>(
             "name must be 1-64 printable characters",
         ));
     }
+    Ok(name)
+}
+
+/// The checks every key setting passes, whoever sets it: a future expiry, 1-100
+/// non-empty model names (patterns as in plans: `*`, `provider/*`), positive limits.
+pub fn check_key_settings(s: &KeySettings, now: u64) -> ApiResult<()> {
+    if s.expires_at.is_some_and(|t| t <= now) {
+        return Err(ApiError::invalid(
+            "expires_at",
+            "expires_at must be in the future (unix seconds); revoke or disable the key to stop it now",
+        ));
+    }
+    if let Some(models) = &s.allowed_models {
+        if models.is_empty()
+            || models.len() > 100
+            || models
+                .iter()
+                .any(|m| m.trim().is_empty() || m.len() > 128 || m.chars().any(char::is_whitespace))
+        {
+            return Err(ApiError::invalid(
+                "allowed_models",
+                "allowed_models needs 1-100 model names without spaces (or null for the plan's)",
+            ));
+        }
+    }
+    if s.rpm == Some(0) || s.tpm == Some(0) {
+        return Err(ApiError::invalid(
+            "rpm",
+            "rpm and tpm must be positive when set",
+        ));
+    }
+    Ok(())
+}
+
+/// [`create_key`] with settings (admins: operator keys, limits; members: expiry,
+/// models).
+pub async fn create_key_with<S: ItemStore, E: EdgeSync>(
+    st: &AppState<S, E>,
+    member_id: &str,
+    name: &str,
+    app_id: Option<&str>,
+    settings: KeySettings,
+    now: u64,
+) -> ApiResult<(MemberKey, String, Value)> {
+    let name = check_key_name(name)?;
+    check_key_settings(&settings, now)?;
     let key = ApiKey::generate(&crypto::random_bytes::<32>()?);
     let full = key.expose();
     let entity = MemberKey {
@@ -483,6 +537,7 @@ pub async fn create_key<S: ItemStore, E: EdgeSync>(
             None => None,
         },
         revoked_at: None,
+        settings,
     };
     // A versioned change of the member: the key's record is built from the subscription
     // and version of this write, so a concurrent plan change (which lists the keys at
@@ -534,6 +589,135 @@ pub async fn revoke_key<S: ItemStore, E: EdgeSync>(
     Ok(outbox::deliver(st, entries, now).await)
 }
 
+/// What a key edit may change; `None` leaves a field as it is, and for the nullable
+/// settings `Some(None)` (JSON `null`) clears it.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyPatch {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default, deserialize_with = "some")]
+    pub expires_at: Option<Option<u64>>,
+    #[serde(default, deserialize_with = "some")]
+    pub allowed_models: Option<Option<Vec<String>>>,
+    #[serde(default, deserialize_with = "some")]
+    pub rpm: Option<Option<u32>>,
+    #[serde(default, deserialize_with = "some")]
+    pub tpm: Option<Option<u64>>,
+    /// `active` or `disabled`.
+    #[serde(default)]
+    pub status: Option<String>,
+}
+
+/// A present field (even `null`) is `Some`: tells "clear it" from "leave it".
+fn some<'de, T: Deserialize<'de>, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
+}
+
+/// Who edits a key: the admin may change everything; the member only the name, the
+/// expiry and the models (within the plan's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyEditor {
+    Admin,
+    Member,
+}
+
+/// Applies `patch` to a live key of `member_id` and pushes its new record, as one
+/// versioned change of the member (so a concurrent plan change or edit of the same key
+/// cannot push an older record over it: the loser reloads the key and retries).
+pub async fn update_key<S: ItemStore, E: EdgeSync>(
+    st: &AppState<S, E>,
+    member_id: &str,
+    public_id: &str,
+    patch: &KeyPatch,
+    editor: KeyEditor,
+    now: u64,
+) -> ApiResult<(MemberKey, Value)> {
+    if editor == KeyEditor::Member
+        && (patch.rpm.is_some() || patch.tpm.is_some() || patch.status.is_some())
+    {
+        return Err(ApiError::forbidden(
+            "rpm, tpm and status of a key are set by an administrator",
+        ));
+    }
+    for _ in 0..CAS_TRIES {
+        let mut key: MemberKey = load(&st.store, &member_pk(member_id), &key_sk(public_id), now)
+            .await?
+            .filter(|k: &MemberKey| k.revoked_at.is_none())
+            .ok_or_else(|| ApiError::not_found("key"))?;
+        if let Some(n) = &patch.name {
+            key.name = check_key_name(n)?.to_owned();
+        }
+        let s = &mut key.settings;
+        if let Some(v) = patch.expires_at {
+            s.expires_at = v;
+        }
+        if let Some(v) = &patch.allowed_models {
+            s.allowed_models = v.clone();
+        }
+        if let Some(v) = patch.rpm {
+            s.rpm = v;
+        }
+        if let Some(v) = patch.tpm {
+            s.tpm = v;
+        }
+        match patch.status.as_deref() {
+            None => {}
+            Some("active") => s.disabled = false,
+            Some("disabled") => s.disabled = true,
+            Some(_) => {
+                return Err(ApiError::invalid(
+                    "status",
+                    "status must be active or disabled",
+                ))
+            }
+        }
+        // Only what changed is checked against the clock: an unchanged past expiry
+        // does not block renaming an expired key.
+        let check = KeySettings {
+            expires_at: patch.expires_at.flatten(),
+            ..key.settings.clone()
+        };
+        check_key_settings(&check, now)?;
+        let (mut m, before) = load_member(&st.store, member_id, now)
+            .await?
+            .ok_or_else(|| ApiError::not_found("member"))?;
+        let sub: Option<Subscription> =
+            load(&st.store, &member_pk(member_id), SUBSCRIPTION, now).await?;
+        if editor == KeyEditor::Member {
+            if let Some(Some(models)) = &patch.allowed_models {
+                let plan: Option<Plan> = match sub.as_ref().filter(|s| s.active(now)) {
+                    Some(s) => load(&st.store, &plan_pk(&s.plan_id), ONE, now).await?,
+                    None => None,
+                };
+                let allowed = plan.map(|p| p.allowed_models).unwrap_or_default();
+                if let Some(bad) = models
+                    .iter()
+                    .find(|m| !tollbooth_core::catalogue::model_allowed(&allowed, m))
+                {
+                    return Err(ApiError::invalid(
+                        "allowed_models",
+                        format!("{bad:?} is not among the models of your plan"),
+                    ));
+                }
+            }
+        }
+        m.version = before.saturating_add(1);
+        let record = key_record_for(&key, sub.as_ref(), m.version, now);
+        let call = calls::put_key(
+            &record,
+            format!("key-put-{}-v{}-{now}", key.public_id, record.version),
+        );
+        let extra = vec![(key.item()?, Put::Upsert)];
+        if let Some(edge) = commit_member(st, before, &m, extra, vec![call], now).await? {
+            return Ok((key, edge));
+        }
+    }
+    Err(busy())
+}
+
 pub async fn member_keys<S: ItemStore>(
     store: &S,
     member_id: &str,
@@ -572,6 +756,19 @@ pub async fn create_key_handler<S: ItemStore, E: EdgeSync>(
         o.insert("edge".into(), edge);
     }
     created(v)
+}
+
+/// `PATCH /api/me/keys/{id}`: the member renames a key, sets its expiry or narrows
+/// its models within the plan.
+pub async fn update_key_handler<S: ItemStore, E: EdgeSync>(
+    st: &AppState<S, E>,
+    ctx: &Ctx,
+    id: &str,
+) -> ApiResult<Response<Body>> {
+    let m = current_member(st, ctx).await?;
+    let patch: KeyPatch = ctx.json()?;
+    let (k, edge) = update_key(st, &m.id, id, &patch, KeyEditor::Member, ctx.now).await?;
+    ok(json!({"key": k.public(), "edge": edge}))
 }
 
 pub async fn revoke_key_handler<S: ItemStore, E: EdgeSync>(
@@ -638,6 +835,7 @@ pub async fn subscribe<S: ItemStore, E: EdgeSync>(
             status: "active".into(),
             grant_id: grant_id.clone(),
             period: Some(plan.period),
+            price_micros: paid.then_some(plan.price_micros),
         };
         let extra = vec![
             (sub.item()?, Put::Upsert),
@@ -658,6 +856,23 @@ pub async fn subscribe<S: ItemStore, E: EdgeSync>(
                    "period": if expires_at.is_none() { plan.period } else { PlanPeriod::None }}),
             &grant_id,
         )];
+        // An upgrade to another paid plan credits the unused part of the old one.
+        if let Some((credit_id, amount)) = prev
+            .as_ref()
+            .filter(|p| paid && p.plan_id != plan.id)
+            .and_then(|p| proration_credit(p, now))
+        {
+            pushes.push(calls::credit(
+                member_id,
+                &credit_id,
+                amount,
+                &format!(
+                    "unused part of plan {} (upgrade to {})",
+                    prev.as_ref().map_or("", |p| p.plan_id.as_str()),
+                    plan.id
+                ),
+            ));
+        }
         pushes.push(member_push(&m, expires_at, now));
         pushes.extend(key_calls(st, &m, Some(&sub), now).await?);
         if let Some(edge) = commit_member(st, before, &m, extra, pushes, now).await? {
@@ -665,6 +880,24 @@ pub async fn subscribe<S: ItemStore, E: EdgeSync>(
         }
     }
     Err(busy())
+}
+
+/// The proration policy (docs/billing.md, "Upgrades"): a member who moves from an
+/// active paid period to another paid plan gets the unused share of what the old period
+/// cost back in the wallet, `floor(price × remaining / length)` in micro-units (integer
+/// arithmetic, rounded down), credited once: the credit id names the old subscription's
+/// grant, and the edge applies a credit id once. `None` when nothing is owed (free or
+/// pre-proration subscriptions, an ended period).
+pub fn proration_credit(prev: &Subscription, now: u64) -> Option<(String, i64)> {
+    let price = prev.price_micros.filter(|p| *p > 0)?;
+    if prev.status != "active" || now >= prev.period_end || prev.period_end <= prev.period_start {
+        return None;
+    }
+    let length = u128::from(prev.period_end - prev.period_start);
+    let remaining = u128::from(prev.period_end - now.max(prev.period_start));
+    let amount = u128::from(price) * remaining / length;
+    let amount = i64::try_from(amount).ok().filter(|a| *a > 0)?;
+    Some((format!("prorate-{}", prev.grant_id), amount))
 }
 
 /// The key records of every live key of `m` under `sub`, at `m.version`.

@@ -5,7 +5,11 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tollbooth_core::billing::{AllowanceUnit, PlanPeriod};
-use tollbooth_core::catalogue::{Model, ProviderKind, StreamMode};
+use tollbooth_core::catalogue::{AuthStyle, Model, ProviderKind, StreamMode};
+
+/// The upstream attempt timeout of a provider that sets none (the edge's default).
+pub const DEFAULT_PROVIDER_TIMEOUT_MS: u64 = 60_000;
+use tollbooth_core::keyrecord::KeyRole;
 
 use crate::error::{ApiError, ApiResult};
 use crate::store::{Index, Item, ItemStore, Put, Query};
@@ -170,12 +174,45 @@ pub struct MemberKey {
     /// its revocation goes to the edge through the outbox.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revoked_at: Option<u64>,
+    /// The key's own settings, pushed in its edge record (docs/admin-api.md, keys).
+    #[serde(default, flatten)]
+    pub settings: KeySettings,
+}
+
+/// What an admin (all of it) or the key's member (name, expiry, models) may change on
+/// a key. The edge enforces each field (`core::keyrecord`, the rate limiter).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct KeySettings {
+    /// Unix seconds after which the edge refuses the key; `None` = never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<u64>,
+    /// Narrows the plan's models; `None` = whatever the plan allows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_models: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rpm: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tpm: Option<u64>,
+    /// A disabled key is refused at the edge until enabled again (unlike a revocation).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub disabled: bool,
+    /// `operator`: may also use the pass-through proxy. Set at creation by an admin.
+    #[serde(default, skip_serializing_if = "is_member_role")]
+    pub role: KeyRole,
+}
+
+fn is_member_role(r: &KeyRole) -> bool {
+    *r == KeyRole::Member
 }
 
 impl MemberKey {
     pub fn public(&self) -> Value {
+        let s = &self.settings;
         json!({"public_id": self.public_id, "name": self.name, "created_at": self.created_at,
-               "app_id": self.app_id, "prefix": format!("sk-{}-", self.public_id)})
+               "app_id": self.app_id, "prefix": format!("sk-{}-", self.public_id),
+               "status": if s.disabled { "disabled" } else { "active" },
+               "role": s.role, "expires_at": s.expires_at,
+               "allowed_models": s.allowed_models, "rpm": s.rpm, "tpm": s.tpm})
     }
     pub fn item(&self) -> ApiResult<Item> {
         Ok(
@@ -250,6 +287,10 @@ pub struct Plan {
     pub sort_order: u32,
     #[serde(default)]
     pub capture: bool,
+    /// Support priority (higher first, 0-100): shown with the plan and in the admin's
+    /// member view; the edge does not route by it.
+    #[serde(default)]
+    pub priority: u32,
 }
 
 fn usd() -> String {
@@ -284,6 +325,10 @@ pub struct Subscription {
     /// period forward when the member switches plans.
     #[serde(default)]
     pub period: Option<PlanPeriod>,
+    /// What the current paid period cost (micro-units), for the upgrade proration
+    /// (docs/billing.md); absent for free plans and for subscriptions made before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub price_micros: Option<u64>,
 }
 
 impl Subscription {
@@ -330,6 +375,22 @@ pub struct StoredCredential {
     pub sealed: String,
     pub masked: String,
     pub weight: u32,
+    /// The last check against the provider (validation on save, model pulls).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<CredentialHealth>,
+}
+
+/// What the provider answered the last time the control plane used a credential.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CredentialHealth {
+    pub ok: bool,
+    pub checked_at: u64,
+    /// The HTTP status, when the provider answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// Never the credential or the URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
 }
 
 /// A secret value at rest: sealed under the master key, with its masked form.
@@ -355,6 +416,22 @@ pub struct StoredProvider {
     /// sealed like credentials and only ever shown masked.
     #[serde(default)]
     pub sealed_headers: std::collections::BTreeMap<String, StoredSecret>,
+    /// Display name and description (the console's; never sent to members).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Query parameters on every upstream URL (Azure `api-version`).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub query: std::collections::BTreeMap<String, String>,
+    /// Overrides the kind's auth style.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<AuthStyle>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    /// The prefix of its pulled model names and prefix routes; the id when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
 }
 
 impl StoredProvider {
@@ -383,12 +460,22 @@ impl StoredProvider {
         Ok(out)
     }
 
+    /// The prefix of its model names: `prefix`, else the id.
+    pub fn model_prefix(&self) -> &str {
+        self.prefix.as_deref().unwrap_or(&self.id)
+    }
+
     pub fn public(&self) -> Value {
         json!({"id": self.id, "kind": self.kind, "base_url": self.base_url,
+               "name": self.name, "description": self.description,
+               "prefix": self.model_prefix(), "query": self.query,
+               "auth": self.auth.unwrap_or_else(|| self.kind.default_auth()),
+               "timeout_ms": self.timeout_ms.unwrap_or(DEFAULT_PROVIDER_TIMEOUT_MS),
                "prefix_routing": self.prefix_routing, "enabled": self.enabled,
                "headers": self.masked_headers(),
                "credentials": self.credentials.iter().map(|c| json!({
-                   "id": c.id, "secret": c.masked, "weight": c.weight})).collect::<Vec<_>>()})
+                   "id": c.id, "secret": c.masked, "weight": c.weight,
+                   "health": c.health})).collect::<Vec<_>>()})
     }
 }
 
@@ -426,6 +513,20 @@ pub struct AdminSettings {
     pub capture_default: bool,
     #[serde(default)]
     pub force_stream_default: StreamMode,
+    /// The timezone of statistics (the summary's per-day buckets): `UTC` or a fixed
+    /// offset like `+08:00`. Absent = UTC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<String>,
+}
+
+impl AdminSettings {
+    /// Seconds east of UTC of [`AdminSettings::timezone`].
+    pub fn utc_offset_secs(&self) -> i64 {
+        self.timezone
+            .as_deref()
+            .and_then(crate::summary::parse_utc_offset)
+            .unwrap_or(0)
+    }
 }
 
 impl Default for AdminSettings {
@@ -434,6 +535,7 @@ impl Default for AdminSettings {
             cors_origins: Vec::new(),
             capture_default: false,
             force_stream_default: StreamMode::Auto,
+            timezone: None,
         }
     }
 }
@@ -445,8 +547,17 @@ pub const SETTINGS_PK: &str = "SETTINGS";
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
+    /// Everything an admin may, and managing admin accounts (invite, role, remove).
+    Owner,
     Admin,
     Viewer,
+}
+
+impl Role {
+    /// May change the catalogue, members, keys, plans and settings.
+    pub fn writes(self) -> bool {
+        matches!(self, Role::Owner | Role::Admin)
+    }
 }
 
 #[derive(Clone, Serialize, Deserialize)]
@@ -455,9 +566,38 @@ pub struct Admin {
     pub role: Role,
     pub password_hash: String,
     pub created_at: u64,
+    /// Set on the bootstrap account and on invited ones (their password was chosen or
+    /// seen by someone else): until the owner of the account changes it, every admin
+    /// call but `me`, `password` and `logout` is refused.
+    #[serde(default)]
+    pub must_change_password: bool,
+}
+
+/// The error of a call made before the first password change.
+pub fn password_change_required() -> ApiError {
+    ApiError::new(
+        403,
+        "permission_error",
+        "password_change_required",
+        "change this account's initial password first: POST /api/admin/password",
+    )
 }
 
 impl Admin {
+    /// May this account make the call? `mutating` calls need a writing role; nothing
+    /// but the password change is allowed while the initial password is unchanged.
+    pub fn authorize(&self, mutating: bool) -> ApiResult<()> {
+        if self.must_change_password {
+            return Err(password_change_required());
+        }
+        if mutating && !self.role.writes() {
+            return Err(ApiError::forbidden(
+                "the viewer role cannot change anything",
+            ));
+        }
+        Ok(())
+    }
+
     pub fn item(&self) -> ApiResult<Item> {
         Ok(to_item(admin_pk(&self.email), ONE, self)?.gsi1("ADMINS", self.email.clone()))
     }

@@ -157,11 +157,55 @@ pub fn summarize(rows: &[Rollup], since: u64) -> Value {
     v
 }
 
-/// Reads every rollup from the edge (cursor pages) and summarises the window.
+/// A timezone for statistics: `UTC` or a fixed offset `+HH:MM` / `-HH:MM` (at most
+/// 14 h); answers the offset in seconds east of UTC.
+pub fn parse_utc_offset(tz: &str) -> Option<i64> {
+    let tz = tz.trim();
+    if tz.eq_ignore_ascii_case("utc") || tz == "Z" {
+        return Some(0);
+    }
+    let (sign, rest) = match tz.strip_prefix('+') {
+        Some(r) => (1, r),
+        None => (-1, tz.strip_prefix('-')?),
+    };
+    let (h, m) = rest.split_once(':')?;
+    if h.len() != 2 || m.len() != 2 {
+        return None;
+    }
+    let (h, m) = (h.parse::<i64>().ok()?, m.parse::<i64>().ok()?);
+    (h <= 14 && m < 60 && h * 60 + m <= 14 * 60).then_some(sign * (h * 3600 + m * 60))
+}
+
+/// Requests, tokens and cost per local calendar day (`offset_secs` east of UTC) of the
+/// rollups at or after `since`. An hourly bucket counts on the day its hour starts in.
+pub fn by_day(rows: &[Rollup], since: u64, offset_secs: i64) -> Value {
+    let mut days: BTreeMap<i64, Totals> = BTreeMap::new();
+    for r in rows.iter().filter(|r| r.hour >= since) {
+        let local = i64::try_from(r.hour)
+            .unwrap_or(i64::MAX)
+            .saturating_add(offset_secs);
+        days.entry(local.div_euclid(86_400)).or_default().add(r);
+    }
+    days.iter()
+        .map(|(d, t)| {
+            let (y, m, dd) = tollbooth_core::billing::civil_from_days(*d);
+            let mut j = t.json();
+            if let Some(o) = j.as_object_mut() {
+                o.insert("day".into(), json!(format!("{y:04}-{m:02}-{dd:02}")));
+            }
+            j
+        })
+        .collect::<Vec<_>>()
+        .into()
+}
+
+/// Reads every rollup from the edge (cursor pages) and summarises the window; per-day
+/// buckets are days of the statistics timezone (`offset_secs` east of UTC).
 pub async fn summary<E: EdgeSync>(
     sync: &E,
     query: &std::collections::HashMap<String, String>,
     now: u64,
+    offset_secs: i64,
 ) -> ApiResult<Value> {
     let hours = match query.get("hours") {
         None => 24,
@@ -206,6 +250,8 @@ pub async fn summary<E: EdgeSync>(
     }
     let mut v = summarize(&rows, since);
     if let Some(o) = v.as_object_mut() {
+        o.insert("by_day".into(), by_day(&rows, since, offset_secs));
+        o.insert("utc_offset_secs".into(), json!(offset_secs));
         o.insert(
             "window".into(),
             json!({"hours": hours, "since": since, "until": now}),
@@ -254,6 +300,37 @@ mod tests {
         assert_eq!(v["latency_ms_percentiles"]["p99"], 300.0);
         assert_eq!(v["by_model"]["a"]["requests"], 99);
         assert_eq!(v["by_hour"][1]["hour"], 10800);
+    }
+
+    #[test]
+    fn test_days_follow_the_statistics_timezone() {
+        // 2026-01-01T14:00Z and 20:00Z: one UTC day, two days at +08:00.
+        let h1 = 1_767_297_600 - 6 * 3600;
+        let rows = [
+            row("m1", "a", h1, 2, 10),
+            row("m1", "a", h1 + 6 * 3600, 3, 10),
+        ];
+        let utc = by_day(&rows, 0, 0);
+        assert_eq!(utc.as_array().unwrap().len(), 1, "{utc}");
+        assert_eq!(utc[0]["day"], "2026-01-01");
+        assert_eq!(utc[0]["requests"], 5);
+        let east = by_day(&rows, 0, parse_utc_offset("+08:00").unwrap());
+        assert_eq!(east.as_array().unwrap().len(), 2, "{east}");
+        assert_eq!(
+            (east[0]["day"].clone(), east[0]["requests"].clone()),
+            (json!("2026-01-01"), json!(2))
+        );
+        assert_eq!(
+            (east[1]["day"].clone(), east[1]["requests"].clone()),
+            (json!("2026-01-02"), json!(3))
+        );
+        let west = by_day(&rows, 0, parse_utc_offset("-05:00").unwrap());
+        assert_eq!(west.as_array().unwrap().len(), 1, "{west}");
+        assert_eq!(parse_utc_offset("UTC"), Some(0));
+        assert_eq!(parse_utc_offset("+05:30"), Some(19_800));
+        for bad in ["+15:00", "8", "+8:00", "Asia/Shanghai", "+08:60"] {
+            assert_eq!(parse_utc_offset(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -123,8 +123,14 @@ test("viewer: every page, no mutating control", async () => {
   const email = `viewer-${Date.now()}@tollbooth.local`;
   const r = await call("POST", "/api/admin/admins", admin, { email, password: "viewer-pass-42", role: "viewer" });
   assert.equal(r.status, 201, r.text);
+  // An invited account changes its initial password before anything else.
+  const first = await adminToken(email, "viewer-pass-42");
+  const early = await call("GET", "/api/admin/plans", first);
+  assert.equal(early.status, 403, early.text);
+  const ch = await call("POST", "/api/admin/password", first, { current_password: "viewer-pass-42", new_password: "viewer-pass-43" });
+  assert.equal(ch.status, 200, ch.text);
   const { page, done } = await newPage(browser);
-  await login(page, email, "viewer-pass-42");
+  await login(page, email, "viewer-pass-43");
   for (const [link, testid] of [
     ["Providers", "provider-form"],
     ["Models", "model-form"],
@@ -144,7 +150,7 @@ test("viewer: every page, no mutating control", async () => {
   assert.equal(await page.getByRole("button", { name: "Revoke" }).count(), 0);
   await shot(page, "admin-member-viewer");
   // The API refuses the viewer as well.
-  const vt = await adminToken(email, "viewer-pass-42");
+  const vt = await adminToken(email, "viewer-pass-43");
   const refused = await call("POST", "/api/admin/plans", vt, { name: "x", period: "month", allowance_amount: 1, allowance_unit: "tokens" });
   assert.equal(refused.status, 403);
   await done();

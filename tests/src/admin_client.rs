@@ -8,6 +8,76 @@ use serde_json::{json, Value};
 /// The password every test member gets.
 pub const MEMBER_PASSWORD: &str = "member-password-9";
 
+/// The password the helpers give an account at its first login: a bootstrap or
+/// invited account must change its initial password before any other admin call.
+pub fn changed_password(initial: &str) -> String {
+    format!("{initial}-changed")
+}
+
+/// Accounts whose initial password the helpers changed, by (server, email).
+static CHANGED: std::sync::Mutex<Vec<(String, String)>> = std::sync::Mutex::new(Vec::new());
+
+fn account_key(base_url: &str, email: &str) -> String {
+    format!("{base_url} {}", email.to_ascii_lowercase())
+}
+
+/// Logs an admin in with `initial` (or the password the helpers changed it to before)
+/// and, when the server asks for it, changes the initial password to
+/// [`changed_password`]; answers the session token, which stays valid.
+pub async fn admin_login(
+    http: &reqwest::Client,
+    base_url: &str,
+    email: &str,
+    initial: &str,
+) -> String {
+    let key = account_key(base_url, email);
+    let was_changed = CHANGED
+        .lock()
+        .map(|c| c.iter().any(|(k, _)| *k == key))
+        .unwrap_or(false);
+    let password = if was_changed {
+        changed_password(initial)
+    } else {
+        initial.to_owned()
+    };
+    let post = |path: &str, token: Option<&str>, body: Value| {
+        let mut r = http.post(format!("{base_url}{path}")).json(&body);
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        async move {
+            match r.send().await {
+                Ok(resp) => {
+                    let s = resp.status().as_u16();
+                    (s, resp.json::<Value>().await.unwrap_or(Value::Null))
+                }
+                Err(e) => (0, Value::String(e.to_string())),
+            }
+        }
+    };
+    let (s, b) = post(
+        "/api/admin/login",
+        None,
+        json!({"email": email, "password": password}),
+    )
+    .await;
+    assert_eq!(s, 200, "admin login: {b}");
+    let token = b["token"].as_str().unwrap_or_default().to_owned();
+    if b["must_change_password"] == true {
+        let (s, b) = post(
+            "/api/admin/password",
+            Some(&token),
+            json!({"current_password": password, "new_password": changed_password(initial)}),
+        )
+        .await;
+        assert_eq!(s, 200, "first password change: {b}");
+        if let Ok(mut c) = CHANGED.lock() {
+            c.push((key, String::new()));
+        }
+    }
+    token
+}
+
 pub struct AdminClient {
     pub base_url: String,
     pub http: reqwest::Client,
@@ -72,18 +142,10 @@ impl AdminClient {
         }
     }
 
-    /// An admin session token.
+    /// An admin session token ([`admin_login`]: the first login changes the initial
+    /// password).
     pub async fn admin_token(&self, email: &str, password: &str) -> String {
-        let (s, b) = self
-            .req(
-                "POST",
-                "/api/admin/login",
-                None,
-                Some(json!({"email": email, "password": password})),
-            )
-            .await;
-        assert_eq!(s, 200, "admin login: {b}");
-        b["token"].as_str().unwrap_or_default().to_owned()
+        admin_login(&self.http, &self.base_url, email, password).await
     }
 
     /// Signs a member up: (session token, member id).

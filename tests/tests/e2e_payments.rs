@@ -241,16 +241,13 @@ impl Env {
     }
 
     async fn admin_token(&self) -> String {
-        let (s, b) = self
-            .req(
-                "POST",
-                "/api/admin/login",
-                None,
-                Some(json!({"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD})),
-            )
-            .await;
-        assert_eq!(s, 200, "{b}");
-        b["token"].as_str().unwrap().to_owned()
+        tollbooth_tests::admin_client::admin_login(
+            &self.http,
+            &self.admin.base_url,
+            ADMIN_EMAIL,
+            ADMIN_PASSWORD,
+        )
+        .await
     }
 
     async fn member(&self, email: &str) -> (String, String) {

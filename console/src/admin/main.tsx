@@ -1,6 +1,6 @@
 import { render } from "preact";
 import { useEffect, useState } from "preact/hooks";
-import { api, getToken, onTokenChange, setToken } from "../api";
+import { api, getToken, onTokenChange, raw, setToken } from "../api";
 import { t, useLang } from "../i18n";
 import { ErrorBox, Field, Shell, formValues, go, useAction, useRoute } from "../ui";
 import { setRole } from "./role";
@@ -32,8 +32,45 @@ const NAV: [string, any][] = [
   ["/conversations", "admin.nav.conversations"],
 ];
 
+type Pending = { token: string; password: string; role: string; email: string };
+
+/** The first login of a new account: its initial password must be replaced first. */
+function FirstPassword({ pending, onIn }: { pending: Pending; onIn: (who: string) => void }) {
+  const { run, busy, error } = useAction();
+  return (
+    <section class="card narrow">
+      <h1>{t("admin.firstpw.title")}</h1>
+      <p>{t("admin.firstpw.why")}</p>
+      <form
+        onSubmit={(e) => {
+          const v = formValues(e);
+          run(async () => {
+            await raw(
+              "POST",
+              "/api/admin/password",
+              { current_password: pending.password, new_password: v.new_password },
+              pending.token,
+            );
+            setRole(pending.role);
+            setToken(pending.token);
+            onIn(`${pending.email} (${pending.role})`);
+          });
+        }}
+      >
+        <Field label={t("account.password.new")} name="new_password" type="password" autocomplete="new-password" required />
+        <ErrorBox error={error} />
+        <button type="submit" class="primary" disabled={busy}>
+          {t("account.password.change")}
+        </button>
+      </form>
+    </section>
+  );
+}
+
 function Login({ onIn }: { onIn: (who: string) => void }) {
   const { run, busy, error } = useAction();
+  const [pending, setPending] = useState<Pending | null>(null);
+  if (pending) return <FirstPassword pending={pending} onIn={onIn} />;
   return (
     <section class="card narrow">
       <h1>{t("admin.login.title")}</h1>
@@ -42,6 +79,10 @@ function Login({ onIn }: { onIn: (who: string) => void }) {
           const v = formValues(e);
           run(async () => {
             const r = await api("post", "/api/admin/login", { body: { email: v.email, password: v.password } });
+            if (r.must_change_password) {
+              setPending({ token: r.token, password: v.password, role: r.role, email: v.email });
+              return;
+            }
             setRole(r.role);
             setToken(r.token);
             onIn(`${v.email} (${r.role})`);

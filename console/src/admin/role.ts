@@ -5,5 +5,5 @@ export function setRole(r: string | null) {
   role = r;
 }
 export function canWrite() {
-  return role === "admin";
+  return role === "admin" || role === "owner";
 }

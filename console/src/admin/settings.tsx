@@ -109,6 +109,7 @@ function NewAdmin({ onDone }: { onDone: () => void }) {
         options={[
           ["viewer", "viewer"],
           ["admin", "admin"],
+          ["owner", "owner"],
         ]}
         onChange={setRole}
       />

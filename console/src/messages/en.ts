@@ -12,6 +12,8 @@ export const en = {
   "admin.brand": "Tollbooth admin",
   "admin.title": "Tollbooth admin console",
   "admin.login.title": "Admin sign-in",
+  "admin.firstpw.title": "Choose your password",
+  "admin.firstpw.why": "This account still has its initial password. Choose your own before anything else.",
   "admin.nav.dashboard": "Dashboard",
   "admin.nav.providers": "Providers",
   "admin.nav.models": "Models",

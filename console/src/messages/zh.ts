@@ -13,6 +13,8 @@ export const zh: Record<MessageKey, string> = {
   "admin.brand": "Tollbooth 管理",
   "admin.title": "Tollbooth 管理控制台",
   "admin.login.title": "管理员登录",
+  "admin.firstpw.title": "设置新密码",
+  "admin.firstpw.why": "该账户仍在使用初始密码，请先设置自己的密码。",
   "admin.nav.dashboard": "仪表盘",
   "admin.nav.providers": "供应商",
   "admin.nav.models": "模型",

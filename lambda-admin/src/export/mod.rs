@@ -264,7 +264,7 @@ pub async fn route<S: ItemStore, E: EdgeSync, F: ExportFiles>(
         .trim_matches('/');
     let segs: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
     let mutating = !matches!(ctx.method.as_str(), "GET" | "HEAD");
-    let admin = require_admin(st, ctx, mutating).await?;
+    let (admin, _) = require_admin(st, ctx, mutating, false).await?;
     match (ctx.method.as_str(), segs.as_slice()) {
         ("POST", []) => create_job(st, ex, ctx, &admin).await,
         ("GET", []) => {

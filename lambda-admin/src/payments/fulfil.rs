@@ -310,6 +310,7 @@ async fn activate_subscription<S: ItemStore, E: EdgeSync>(
         status: "active".into(),
         grant_id: order.id.clone(),
         period: order.plan_terms.as_ref().map(|t| t.period),
+        price_micros: None,
     };
     let pk = member_pk(&order.member_id);
     let hist = to_item(

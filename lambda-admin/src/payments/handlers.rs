@@ -8,7 +8,7 @@ use crate::app::{created, ok, session_claims, AppState, Claims, Ctx};
 use crate::crypto::new_id;
 use crate::error::{ApiError, ApiResult};
 use crate::members::current_member;
-use crate::model::{admin_pk, from_item, index1, load, plan_pk, Admin, Plan, Role, ONE};
+use crate::model::{admin_pk, from_item, index1, load, plan_pk, Admin, Plan, ONE};
 use crate::store::{Index, ItemStore, Query};
 use crate::sync::EdgeSync;
 
@@ -241,11 +241,7 @@ async fn require_admin<S: ItemStore, E>(
     let current: Admin = load(&st.store, &admin_pk(&claims.sub), ONE, ctx.now)
         .await?
         .ok_or_else(|| ApiError::unauthorized("admin account no longer exists"))?;
-    if mutating && current.role != Role::Admin {
-        return Err(ApiError::forbidden(
-            "the viewer role cannot change anything",
-        ));
-    }
+    current.authorize(mutating)?;
     Ok(Claims {
         role: Some(current.role),
         ..claims

@@ -202,7 +202,18 @@ async fn admin(st: &St) -> String {
     )
     .await;
     assert_eq!(r.status, 200, "{}", r.text);
-    r.body["token"].as_str().unwrap().to_owned()
+    let token = r.body["token"].as_str().unwrap().to_owned();
+    // The bootstrap password must be changed before anything else.
+    let r = json_call(
+        st,
+        "POST",
+        "/api/admin/password",
+        Some(&token),
+        json!({"current_password": "admin-password-1", "new_password": "admin-password-2"}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    token
 }
 
 async fn plan(st: &St) {
@@ -221,6 +232,7 @@ async fn plan(st: &St) {
         visible: true,
         sort_order: 1,
         capture: false,
+        priority: 0,
     };
     model::put(&st.store, p.item().unwrap()).await.unwrap();
 }
