@@ -36,10 +36,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
+use tollbooth_core::auth::ApiKey;
+use tollbooth_core::keyrecord::{KeyRecord, KeyRole};
 use tollbooth_tests::harness::{
     free_port, repo_root, wait_ok, wait_tcp, BoxError, EdgeWorker, MockUpstream, Proc, ScratchDir,
     WorkerOptions,
 };
+use tollbooth_tests::sync_client::{SyncClient, SyncResponse};
 
 /// Mock directives of each scenario (tests/src/mock: `model@k=v,...`).
 const INSTANT: &str = "m";
@@ -440,41 +443,63 @@ async fn start_bare(scratch: &Path, upstream: &str) -> Result<(Proc, String), Bo
     Ok((proc, base))
 }
 
-/// Publishes the key and the catalogue Tollbooth serves the bench models from.
-fn publish_tollbooth(worker: &EdgeWorker, mock: &str) -> Result<String, BoxError> {
-    let key = tollbooth_core::auth::ApiKey::generate(&[42u8; 32]);
-    let record = json!({"public_id": key.public_id(), "secret_hash": key.secret_hash(),
-        "member_id": "bench", "plan_id": "bench"});
-    let deployment = |m: &str| json!([{"provider": "mock", "model": m}]);
+/// The `SYNC_SECRET` of the bench's Tollbooth (loopback only).
+const SYNC_SECRET: &str = "bench-sync-secret-0123456789abcdef";
+
+/// Publishes, through the signed internal API as the control plane does, the catalogue
+/// Tollbooth serves the bench models from (priced, so the ledger meters every request),
+/// a key, and a wallet credit that the whole run cannot use up.
+async fn publish_tollbooth(worker: &EdgeWorker, mock: &str) -> Result<String, BoxError> {
+    let sync = SyncClient::new(&worker.base_url, SYNC_SECRET);
+    let model = |upstream: &str| {
+        json!({"name": tollbooth_model(upstream),
+               "deployments": [{"provider": "mock", "model": upstream}],
+               "price": {"input_per_mtok": 150_000, "output_per_mtok": 600_000},
+               "max_output_tokens": 1000})
+    };
     let snapshot = json!({
         "version": "bench1",
         "providers": [{"id": "mock", "kind": "openai", "base_url": format!("{mock}/v1"),
             "credentials": [{"id": "mock-1", "secret": UPSTREAM_KEY}]}],
-        "models": [
-            {"name": tollbooth_model(INSTANT), "deployments": deployment(INSTANT)},
-            {"name": tollbooth_model(TTFT), "deployments": deployment(TTFT)},
-            {"name": tollbooth_model(CHUNKS), "deployments": deployment(CHUNKS)},
-        ],
+        "models": [model(INSTANT), model(TTFT), model(CHUNKS)],
         "plans": [{"id": "bench", "allowed_models": ["*"]}]
     });
-    let dir = worker.persist.parent().ok_or("no scratch dir")?;
-    let kf = dir.join("bench-keys.json");
-    let cf = dir.join("bench-config.json");
-    std::fs::write(
-        &kf,
-        json!([{"key": format!("key:{}", key.public_id()), "value": record.to_string()}])
-            .to_string(),
+    let ok = |what: &str, r: SyncResponse| -> Result<(), BoxError> {
+        if r.status == 200 {
+            Ok(())
+        } else {
+            Err(format!("{what}: {} {}", r.status, r.body).into())
+        }
+    };
+    ok(
+        "catalogue",
+        sync.put_catalogue(&serde_json::from_value(snapshot)?)
+            .await?,
     )?;
-    std::fs::write(
-        &cf,
-        json!([{"key": "catalogue:v:bench1", "value": snapshot.to_string()},
-               {"key": "catalogue:current", "value": "bench1"}])
-        .to_string(),
+    let key = ApiKey::generate(&[42u8; 32]);
+    let record = KeyRecord {
+        public_id: key.public_id().to_string(),
+        secret_hash: key.secret_hash(),
+        member_id: "bench".into(),
+        plan_id: "bench".into(),
+        status: Default::default(),
+        role: KeyRole::Member,
+        expires_at: None,
+        allowed_models: None,
+        rpm: None,
+        tpm: None,
+        capture: false,
+        app_id: None,
+        byok: false,
+        name: None,
+        version: 1,
+    };
+    ok("key", sync.put_key(&record).await?)?;
+    ok(
+        "wallet credit",
+        sync.credit_wallet("bench", "bench-credit", 1_000_000_000_000, "bench")
+            .await?,
     )?;
-    let kf_s = kf.to_string_lossy().into_owned();
-    let cf_s = cf.to_string_lossy().into_owned();
-    worker.wrangler_local(&["kv", "bulk", "put", &kf_s, "--binding", "KEYS"])?;
-    worker.wrangler_local(&["kv", "bulk", "put", &cf_s, "--binding", "CONFIG"])?;
     Ok(key.expose())
 }
 
@@ -641,11 +666,15 @@ async fn main() -> Result<(), BoxError> {
     let scratch = ScratchDir::new("bench")?;
     let mock = MockUpstream::start(&[]).await?;
     let (_bare_proc, bare_base) = start_bare(scratch.path(), &mock.base_url).await?;
+    // Production settings otherwise (isolate caches, breakers, metering on).
     let worker = EdgeWorker::start(WorkerOptions {
-        vars: vec![("ALLOW_LOOPBACK_UPSTREAMS".into(), "true".into())],
+        vars: vec![
+            ("ALLOW_LOOPBACK_UPSTREAMS".into(), "true".into()),
+            ("SYNC_SECRET".into(), SYNC_SECRET.into()),
+        ],
     })
     .await?;
-    let tollbooth_key = publish_tollbooth(&worker, &mock.base_url)?;
+    let tollbooth_key = publish_tollbooth(&worker, &mock.base_url).await?;
 
     let mut targets = vec![
         Target {
@@ -689,8 +718,16 @@ async fn main() -> Result<(), BoxError> {
         for (upstream, stream) in [(INSTANT, false), (INSTANT, true), (TTFT, false)] {
             let w = paced(&client, t, upstream, stream, 10, 20.0).await;
             if w.total.samples.is_empty() {
+                let why = match t.request(&client, upstream, stream).send().await {
+                    Ok(r) => {
+                        let status = r.status();
+                        let body = r.text().await.unwrap_or_default();
+                        format!("{status}: {}", body.chars().take(300).collect::<String>())
+                    }
+                    Err(e) => e.to_string(),
+                };
                 return Err(format!(
-                    "{} answers nothing for {upstream} (stream {stream}): {} errors",
+                    "{} answers nothing for {upstream} (stream {stream}): {} errors; {why}",
                     t.name, w.total.errors
                 )
                 .into());
@@ -833,11 +870,13 @@ fn render(
         r.push_str(&format!("| {label} |"));
         let reference = if *vs_bare { bare } else { direct }.map(f);
         for (i, x) in res.iter().enumerate() {
-            let is_ref = if *vs_bare { i == 1 } else { i == 0 };
+            // The reference column, and the direct mock in rows measured against the
+            // bare worker, show the plain figure.
+            let plain = i == 0 || (*vs_bare && i == 1);
             let v = f(x);
             r.push_str(&format!(
                 " {} |",
-                if is_ref { f2(v) } else { cell(v, reference) }
+                if plain { f2(v) } else { cell(v, reference) }
             ));
         }
         r.push('\n');
