@@ -24,6 +24,7 @@ bash scripts/check-core-deps.sh
 
 step "build the worker (worker-build), the console and the native binaries"
 bash scripts/build-worker.sh
+bash scripts/check-wasm-size.sh
 cargo build --bins
 
 step "tests"
