@@ -27,7 +27,7 @@
 //! | `POST /v1/chat/completions` | OpenAI, JSON or SSE (`"stream": true`) | `Authorization: Bearer K` |
 //! | `POST /v1/embeddings` | OpenAI | Bearer |
 //! | `POST /v1/rerank` | Jina / Cohere | Bearer |
-//! | `GET /v1/models` | OpenAI | Bearer |
+//! | `GET /v1/models` | OpenAI (Anthropic with `x-api-key`) | Bearer, or `x-api-key` + `anthropic-version` |
 //! | `POST /v1/messages` | Anthropic, JSON or SSE (`"stream": true`) | `x-api-key: K` and `anthropic-version` |
 //! | `POST /v1/responses` | OpenAI Responses, JSON or typed SSE events (`"stream": true`) | Bearer |
 //! | `POST /v1beta/models/{model}:generateContent` | Gemini | `x-goog-api-key: K` or `?key=K` |

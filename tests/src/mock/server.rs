@@ -538,7 +538,12 @@ async fn answer(
     state: &State,
     ctx: &mut ConnCtx,
 ) -> Response<MockBody> {
-    let p = route.protocol();
+    // `GET /v1/models` is served to every protocol's callers: Anthropic's is called with
+    // `x-api-key` (and `anthropic-version`), like its real counterpart.
+    let p = match route {
+        Route::Models if header(headers, "x-api-key").is_some() => Protocol::Anthropic,
+        _ => route.protocol(),
+    };
 
     // Authentication.
     let Some(key) = credential(p, headers, query) else {
