@@ -13,7 +13,7 @@
 use std::rc::Rc;
 
 use futures_channel::mpsc::unbounded;
-use futures_util::future::{join, select, Either};
+use futures_util::future::{select, Either};
 use tollbooth_core::billing::{Ending, Observed};
 use tollbooth_core::catalogue::{
     Catalogue, Credential, ModelKind, ProviderKind, Resolved, StreamMode, Target,
@@ -74,23 +74,21 @@ pub async fn chat_handler(call: Call<'_>, ingress: Ingress) -> Result<Response, 
     } else {
         KeySource::Standard
     };
-    // Authentication, the body and the catalogue are independent: read together. An
-    // authentication failure answers at once (the body read is dropped); otherwise the
-    // errors keep their order (body, then catalogue).
-    let body = protect::body_stream(req)?;
-    let rest = join(
-        protect::read_limited(body, config.max_body_bytes),
-        catalogue::load(env, config.catalogue_ttl_ms),
-    );
-    let (key, (body, catalogue)) = {
+    // Authentication and the catalogue are independent: loaded together (an
+    // authentication failure answers at once). The body is read only once the caller is
+    // authenticated: an unauthenticated caller's body is never read (a 401 comes first).
+    let (key, catalogue) = {
         let auth = authed_from(rc, req, env, config, source);
-        futures_util::pin_mut!(auth, rest);
-        match select(auth, rest).await {
-            Either::Left((key, rest)) => (key?, rest.await),
-            Either::Right((rest, auth)) => (auth.await?, rest),
+        let cat = catalogue::load(env, config.catalogue_ttl_ms);
+        futures_util::pin_mut!(auth, cat);
+        match select(auth, cat).await {
+            Either::Left((key, cat)) => (key?, cat.await),
+            Either::Right((cat, auth)) => (auth.await?, cat),
         }
     };
-    let job = parse_chat_with(ingress, &body?, &facts)?;
+    let body = protect::read_body_limited(req, config.max_body_bytes).await?;
+    let job = parse_chat_with(ingress, &body, &facts)?;
+    drop(body);
     let catalogue = catalogue?;
     breakers::refresh_in_background(env, ctx);
     let prepared = prepare(rc, env, ctx, config, &catalogue, &key, job).await?;
