@@ -264,6 +264,23 @@ pub struct Settings {
     /// for any, `[]` for none. `None` leaves the worker's `CORS_ORIGINS` in force.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cors_origins: Option<Vec<String>>,
+    /// Speculative admission (docs/edge.md): start the upstream call while the D1
+    /// reservation commits, when this isolate expects the member to be admitted. The
+    /// kill switch: `false` makes admission strictly precede the upstream call.
+    #[serde(default = "default_true")]
+    pub speculative_admission: bool,
+    /// No speculation for a prompt estimated above this many input tokens (what a refused
+    /// speculative request can cost the operator is at most one such prompt).
+    #[serde(default = "default_speculative_cap")]
+    pub speculative_max_input_tokens: u64,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_speculative_cap() -> u64 {
+    32_000
 }
 
 fn default_reserve_output() -> u64 {
@@ -282,6 +299,8 @@ impl Default for Settings {
             max_attempts: default_attempts(),
             capture: crate::capture::CaptureSettings::default(),
             cors_origins: None,
+            speculative_admission: true,
+            speculative_max_input_tokens: default_speculative_cap(),
         }
     }
 }

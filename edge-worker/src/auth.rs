@@ -3,20 +3,25 @@
 //! routes also `x-goog-api-key` or the `?key=` query parameter (what Gemini clients
 //! send; the query is never logged: log lines carry the path only), looked up by public
 //! id (`key:<id>`) and checked against the stored hash in constant time; the member
-//! record (`member:<id>`) says whether the member is suspended. Records are cached in
-//! the isolate for `KEY_CACHE_TTL_MS`; KV itself is eventually consistent (up to about
-//! 60 s), so a revocation or suspension takes effect within that plus the cache TTL.
-//! A revoked key is a tombstone record (`status: revoked`), answered like an unknown key.
+//! record (`member:<id>`) says whether the member is suspended. Records are served from
+//! isolate memory, stale-while-revalidate: younger than `KEY_CACHE_TTL_MS` they are
+//! used as they are; up to twice that old they are still used, and the request that
+//! finds them so starts a refresh from KV in the background (`refresh_in_background`,
+//! one in flight per record); older, they are read from KV before answering. With a TTL
+//! of 0 nothing is cached. KV itself is eventually consistent (up to about 60 s), so a
+//! revocation or suspension takes effect within that plus twice the cache TTL (and at
+//! once in an isolate that received the push itself). A revoked key is a tombstone
+//! record (`status: revoked`), answered like an unknown key.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 
 use serde::{Deserialize, Serialize};
 use tollbooth_core::auth::{bearer_token, ApiKey};
 use tollbooth_core::error::GatewayError;
 use tollbooth_core::keyrecord::{KeyRecord, KeyRejection};
-use worker::{Env, Request};
+use worker::{Context, Env, Request};
 
 use crate::util::{now_ms, now_s};
 
@@ -31,6 +36,70 @@ struct Cached<T> {
 thread_local! {
     static KEYS: RefCell<HashMap<String, Cached<Option<Rc<KeyRecord>>>>> = RefCell::new(HashMap::new());
     static MEMBERS: RefCell<HashMap<String, Cached<bool>>> = RefCell::new(HashMap::new());
+    /// Records served stale, to refresh (`key:<id>` / `member:<id>`), and the refreshes
+    /// running.
+    static STALE: RefCell<HashSet<String>> = RefCell::new(HashSet::new());
+    static REFRESHING: RefCell<HashSet<String>> = RefCell::new(HashSet::new());
+}
+
+/// How a cached entry of age `age` may be used with a TTL of `ttl`.
+#[derive(Debug, PartialEq, Eq)]
+enum Freshness {
+    Fresh,
+    /// Serve it, and refresh it in the background.
+    Stale,
+    Expired,
+}
+
+fn freshness(age: u64, ttl: u64) -> Freshness {
+    if age < ttl {
+        Freshness::Fresh
+    } else if age < ttl.saturating_mul(2) {
+        Freshness::Stale
+    } else {
+        Freshness::Expired
+    }
+}
+
+fn mark_stale(record: String) {
+    STALE.with(|s| {
+        let mut s = s.borrow_mut();
+        if s.len() < 1024 {
+            s.insert(record);
+        }
+    });
+}
+
+/// Drops an isolate's cached key record (the internal API just wrote it).
+pub fn forget_key(public_id: &str) {
+    KEYS.with(|k| k.borrow_mut().remove(public_id));
+}
+
+/// Drops an isolate's cached member status (the internal API just wrote it).
+pub fn forget_member(member_id: &str) {
+    MEMBERS.with(|m| m.borrow_mut().remove(member_id));
+}
+
+/// Refreshes, in `ctx.wait_until`, the records this isolate served stale (called once
+/// per request by the middleware; a no-op when there are none).
+pub fn refresh_in_background(env: &Env, ctx: &Context, ttl_ms: u64) {
+    let stale: Vec<String> = STALE.with(|s| s.borrow_mut().drain().collect());
+    for record in stale {
+        let fresh = REFRESHING.with(|r| r.borrow_mut().insert(record.clone()));
+        if !fresh {
+            continue;
+        }
+        let env = env.clone();
+        ctx.wait_until(async move {
+            let store = KvKeyStore::new(&env, ttl_ms);
+            if let Some(id) = record.strip_prefix("key:") {
+                let _ = store.fetch_key(id).await;
+            } else if let Some(id) = record.strip_prefix("member:") {
+                let _ = store.fetch_member(id).await;
+            }
+            REFRESHING.with(|r| r.borrow_mut().remove(&record));
+        });
+    }
 }
 
 /// The member record in KV `KEYS` under `member:<id>`: status (suspended members' keys
@@ -92,14 +161,27 @@ impl<'a> KvKeyStore<'a> {
     pub async fn get(&self, public_id: &str) -> Result<Option<Rc<KeyRecord>>, GatewayError> {
         let now = now_ms();
         let hit = KEYS.with(|k| {
-            k.borrow()
-                .get(public_id)
-                .filter(|c| now.saturating_sub(c.fetched_ms) < self.ttl_ms)
-                .map(|c| c.value.clone())
+            k.borrow().get(public_id).map(|c| {
+                (
+                    c.value.clone(),
+                    freshness(now.saturating_sub(c.fetched_ms), self.ttl_ms),
+                )
+            })
         });
-        if let Some(v) = hit {
-            return Ok(v);
+        match hit {
+            Some((v, Freshness::Fresh)) => return Ok(v),
+            Some((v, Freshness::Stale)) => {
+                mark_stale(format!("key:{public_id}"));
+                return Ok(v);
+            }
+            _ => {}
         }
+        self.fetch_key(public_id).await
+    }
+
+    /// Reads a key record from KV and caches it.
+    async fn fetch_key(&self, public_id: &str) -> Result<Option<Rc<KeyRecord>>, GatewayError> {
+        let now = now_ms();
         let kv = self
             .env
             .kv("KEYS")
@@ -142,14 +224,27 @@ impl<'a> KvKeyStore<'a> {
     pub async fn member_suspended(&self, member_id: &str) -> Result<bool, GatewayError> {
         let now = now_ms();
         let hit = MEMBERS.with(|m| {
-            m.borrow()
-                .get(member_id)
-                .filter(|c| now.saturating_sub(c.fetched_ms) < self.ttl_ms)
-                .map(|c| c.value)
+            m.borrow().get(member_id).map(|c| {
+                (
+                    c.value,
+                    freshness(now.saturating_sub(c.fetched_ms), self.ttl_ms),
+                )
+            })
         });
-        if let Some(v) = hit {
-            return Ok(v);
+        match hit {
+            Some((v, Freshness::Fresh)) => return Ok(v),
+            Some((v, Freshness::Stale)) => {
+                mark_stale(format!("member:{member_id}"));
+                return Ok(v);
+            }
+            _ => {}
         }
+        self.fetch_member(member_id).await
+    }
+
+    /// Reads a member's status from KV and caches it.
+    async fn fetch_member(&self, member_id: &str) -> Result<bool, GatewayError> {
+        let now = now_ms();
         let kv = self
             .env
             .kv("KEYS")
@@ -278,4 +373,19 @@ pub async fn authenticate_from(
         ));
     }
     Ok(record)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_freshness_serves_stale_for_one_more_ttl_and_never_with_ttl_zero() {
+        assert_eq!(freshness(0, 5000), Freshness::Fresh);
+        assert_eq!(freshness(4999, 5000), Freshness::Fresh);
+        assert_eq!(freshness(5000, 5000), Freshness::Stale);
+        assert_eq!(freshness(9999, 5000), Freshness::Stale);
+        assert_eq!(freshness(10_000, 5000), Freshness::Expired);
+        assert_eq!(freshness(0, 0), Freshness::Expired);
+    }
 }

@@ -3,14 +3,17 @@
 //! `catalogue:current` names the version; `catalogue:v:<version>` holds the snapshot.
 //! The isolate re-reads the (tiny) pointer after `CATALOGUE_TTL_MS` and parses a
 //! snapshot only when the version changed, so a new catalogue is live within seconds
-//! without a redeploy, and the hot path does no KV read at all.
+//! without a redeploy, and the hot path does no KV read at all: between one and two TTLs
+//! the cached catalogue is still served and the pointer is re-read in the background
+//! ([`refresh_in_background`]); only past two TTLs (or with a TTL of 0) does a request
+//! wait for KV.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
 use tollbooth_core::catalogue::Catalogue;
 use tollbooth_core::error::GatewayError;
-use worker::Env;
+use worker::{Context, Env};
 
 use crate::util::now_ms;
 
@@ -21,6 +24,22 @@ struct Cached {
 
 thread_local! {
     static CURRENT: RefCell<Option<Cached>> = const { RefCell::new(None) };
+    /// Served stale: the next `refresh_in_background` re-reads the pointer.
+    static STALE: Cell<bool> = const { Cell::new(false) };
+    static REFRESHING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Re-reads the catalogue in `ctx.wait_until` when a request was served a stale one
+/// (called once per request by the middleware; one refresh in flight per isolate).
+pub fn refresh_in_background(env: &Env, ctx: &Context) {
+    if !STALE.with(|s| s.replace(false)) || REFRESHING.with(|r| r.replace(true)) {
+        return;
+    }
+    let env = env.clone();
+    ctx.wait_until(async move {
+        let _ = load(&env, 0).await;
+        REFRESHING.with(|r| r.set(false));
+    });
 }
 
 /// The current catalogue. 503 when none is published or it cannot be read (the last good
@@ -29,10 +48,15 @@ pub async fn load(env: &Env, ttl_ms: u64) -> Result<Rc<Catalogue>, GatewayError>
     let now = now_ms();
     let cached = CURRENT.with(|c| {
         c.borrow().as_ref().map(|c| {
-            (
-                c.catalogue.clone(),
-                now.saturating_sub(c.checked_ms) < ttl_ms,
-            )
+            let age = now.saturating_sub(c.checked_ms);
+            if age < ttl_ms {
+                return (c.catalogue.clone(), true);
+            }
+            if age < ttl_ms.saturating_mul(2) {
+                STALE.with(|s| s.set(true));
+                return (c.catalogue.clone(), true);
+            }
+            (c.catalogue.clone(), false)
         })
     });
     if let Some((cat, true)) = &cached {

@@ -25,7 +25,9 @@
 //! `ENVIRONMENT` is `local`, `test` or `development`: `TEST_CLOCK=1` (the caller picks
 //! the ledger clock with `x-tollbooth-test-now`), `TEST_REPLAY_SETTLE=1`,
 //! `TEST_FAIL_SETTLE=N`, `METERING=off`, `ALLOW_LOOPBACK_UPSTREAMS=true`,
-//! `TEST_FAIL_CAPTURE=<member id | *>` (that member's capture body writes fail).
+//! `TEST_FAIL_CAPTURE=<member id | *>` (that member's capture body writes fail),
+//! `TEST_LEDGER_DELAY_MS=N` (every admission waits N ms before its D1 batch: the round
+//! trip to a far D1 primary, for speculative admission's tests and benchmark).
 //!
 //! The bindings `KEYS`, `CONFIG` (KV) and `LEDGER` (D1) are checked at the same time. A
 //! bad value or a missing binding is a deployment mistake, never silently a default.
@@ -146,6 +148,8 @@ pub struct TestHooks {
     /// Capture body writes to R2 fail for this member (`*`: for everyone); capture must
     /// never change the response.
     pub fail_capture: Option<String>,
+    /// Every admission waits this long before its D1 batch (a far D1 primary).
+    pub ledger_delay_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -395,6 +399,7 @@ impl Config {
             fail_capture: get("TEST_FAIL_CAPTURE")
                 .map(|v| v.trim().to_owned())
                 .filter(|v| !v.is_empty()),
+            ledger_delay_ms: num("TEST_LEDGER_DELAY_MS", 0)?,
         };
         if hooks != TestHooks::default()
             && !matches!(environment.as_str(), "local" | "test" | "development")
@@ -406,6 +411,7 @@ impl Config {
                 ("METERING", hooks.metering_off),
                 ("ALLOW_LOOPBACK_UPSTREAMS", hooks.allow_loopback),
                 ("TEST_FAIL_CAPTURE", hooks.fail_capture.is_some()),
+                ("TEST_LEDGER_DELAY_MS", hooks.ledger_delay_ms > 0),
             ]
             .iter()
             .filter(|(_, on)| *on)

@@ -120,11 +120,13 @@ async fn probe(p: &Provider, c: &Credential, allow_loopback: bool) -> ProbeResul
     let started = Date::now().as_millis();
     let outcome = match models_probe(p, c, allow_loopback) {
         Err(_) => Err("refused: address not allowed".to_owned()),
-        Ok(req) => match upstream::send(&req, p.timeout_ms.clamp(1, PROBE_TIMEOUT_MS)).await {
-            Ok((resp, _)) => Ok(resp.status_code()),
-            Err(AttemptFailure::Timeout) => Err("timeout".to_owned()),
-            Err(_) => Err("unreachable".to_owned()),
-        },
+        Ok(req) => {
+            match upstream::send(&req, p.timeout_ms.clamp(1, PROBE_TIMEOUT_MS), None).await {
+                Ok((resp, _)) => Ok(resp.status_code()),
+                Err(AttemptFailure::Timeout) => Err("timeout".to_owned()),
+                Err(_) => Err("unreachable".to_owned()),
+            }
+        }
     };
     let latency_ms = Date::now().as_millis().saturating_sub(started);
     let (ok, status, error) = match outcome {

@@ -92,6 +92,9 @@ pub async fn handle(mut req: Request, env: Env, ctx: Context) -> Result<Response
         }
     };
     rc.stamp(resp.headers());
+    // Records served stale from isolate memory are re-read off the request path.
+    crate::auth::refresh_in_background(&env, &ctx, config.key_cache_ttl_ms);
+    crate::catalogue::refresh_in_background(&env, &ctx);
     if rc.log == LogMode::Now {
         rc.write_log();
     }

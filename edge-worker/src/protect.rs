@@ -37,12 +37,30 @@ pub async fn read_body_limited(
     req: &mut Request,
     limit: u64,
 ) -> std::result::Result<Vec<u8>, GatewayError> {
+    read_limited(body_stream(req)?, limit).await
+}
+
+/// The request body as a stream (`None` without a body). Taking it first lets the body
+/// be read while the request is still borrowed elsewhere (authentication).
+pub fn body_stream(
+    req: &mut Request,
+) -> std::result::Result<Option<worker::ByteStream>, GatewayError> {
     if req.inner().body().is_none() {
-        return Ok(Vec::new());
+        return Ok(None);
     }
-    let mut stream = req
-        .stream()
-        .map_err(|_| GatewayError::invalid_request("Could not read the request body."))?;
+    req.stream()
+        .map(Some)
+        .map_err(|_| GatewayError::invalid_request("Could not read the request body."))
+}
+
+/// Reads a body stream, refusing it (413) past `limit` bytes.
+pub async fn read_limited(
+    stream: Option<worker::ByteStream>,
+    limit: u64,
+) -> std::result::Result<Vec<u8>, GatewayError> {
+    let Some(mut stream) = stream else {
+        return Ok(Vec::new());
+    };
     let mut body = Vec::new();
     while let Some(chunk) = stream.next().await {
         let chunk =

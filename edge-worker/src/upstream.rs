@@ -7,8 +7,29 @@ use tollbooth_core::provider::{UpstreamMethod, UpstreamRequest};
 use tollbooth_core::routing::AttemptFailure;
 use worker::wasm_bindgen::JsValue;
 use worker::{
-    AbortController, Delay, Fetch, Headers, Method, Request, RequestInit, RequestRedirect, Response,
+    AbortSignal, Delay, Fetch, Headers, Method, Request, RequestInit, RequestRedirect, Response,
 };
+
+/// Aborts one upstream fetch (its response body too). Unlike `worker::AbortController`
+/// it can be shared: speculative admission keeps a copy to cancel a call whose
+/// admission was refused while the attempt loop still owns the original.
+#[derive(Debug, Clone)]
+pub struct Abort(worker::web_sys::AbortController);
+
+impl Abort {
+    fn new() -> Option<Self> {
+        worker::web_sys::AbortController::new().ok().map(Abort)
+    }
+
+    fn signal(&self) -> AbortSignal {
+        AbortSignal::from(self.0.signal())
+    }
+
+    /// Cancels the fetch, or the reading of its body (idempotent).
+    pub fn abort(&self) {
+        self.0.abort();
+    }
+}
 
 /// Awaits `fut` for at most `ms`; `None` on timeout.
 pub async fn within<F: std::future::Future>(fut: F, ms: u64) -> Option<F::Output> {
@@ -25,7 +46,8 @@ pub async fn within<F: std::future::Future>(fut: F, ms: u64) -> Option<F::Output
 pub async fn send(
     req: &UpstreamRequest,
     timeout_ms: u64,
-) -> Result<(Response, AbortController), AttemptFailure> {
+    track: Option<&dyn Fn(&Abort)>,
+) -> Result<(Response, Abort), AttemptFailure> {
     let headers = Headers::new();
     for (k, v) in &req.headers {
         headers.set(k, v).map_err(|_| AttemptFailure::Connect)?;
@@ -45,7 +67,10 @@ pub async fn send(
         }
     }
     let request = Request::new_with_init(&req.url, &init).map_err(|_| AttemptFailure::Connect)?;
-    let controller = AbortController::default();
+    let controller = Abort::new().ok_or(AttemptFailure::Connect)?;
+    if let Some(track) = track {
+        track(&controller);
+    }
     let signal = controller.signal();
     let fetch = Fetch::Request(request);
     let sending = fetch.send_with_signal(&signal);

@@ -290,7 +290,13 @@ impl HubDecoder {
                 break;
             }
             let decoded = self.event(&ev);
-            if self.keep_raw {
+            // An OpenAI upstream's raw events are the chunks only (relayed as they are);
+            // `[DONE]`, errors and unreadable events are the encoder's to write.
+            let relay = match self.upstream {
+                Upstream::OpenAi { .. } => !decoded.chunks.is_empty(),
+                _ => true,
+            };
+            if self.keep_raw && relay {
                 out.raw.push(ev);
             }
             if decoded.error.is_some() {
@@ -380,6 +386,11 @@ impl HubDecoder {
 pub enum HubEncoder {
     /// OpenAI chat SSE; the usage chunk only when the caller asked for it.
     OpenAi { include_usage: bool, model: String },
+    /// OpenAI chat SSE from an OpenAI-compatible upstream: each chunk's bytes relayed
+    /// as the upstream sent them, with `model` patched in place ([`patch_model`]) and the
+    /// usage-only chunk dropped unless asked for; no chunk is re-serialised. The
+    /// gateway still writes errors and `[DONE]` itself, as [`HubEncoder::OpenAi`].
+    OpenAiRelay { include_usage: bool, model: String },
     /// Anthropic Messages events translated from the hub.
     Anthropic(Box<tan::OpenAiToAnthropicStream>),
     /// `/v1/messages` against an Anthropic upstream: the upstream's own events, only
@@ -425,6 +436,10 @@ impl HubEncoder {
         raw: bool,
     ) -> Self {
         match ctx.ingress() {
+            Ingress::OpenAiChat if raw => HubEncoder::OpenAiRelay {
+                include_usage,
+                model: model.to_owned(),
+            },
             Ingress::OpenAiChat => HubEncoder::OpenAi {
                 include_usage,
                 model: model.to_owned(),
@@ -493,7 +508,7 @@ impl HubEncoder {
     /// Encodes what a decoder produced (its error is the caller's to handle: see
     /// [`HubEncoder::error`]).
     pub fn encode(&mut self, decoded: Decoded, out: &mut Vec<sse::Event>) {
-        if self.is_raw() {
+        if self.is_raw() || matches!(self, HubEncoder::OpenAiRelay { .. }) {
             for ev in &decoded.raw {
                 self.raw(ev, out);
             }
@@ -538,11 +553,55 @@ impl HubEncoder {
                 }
             }
             HubEncoder::AnthropicRaw { .. } | HubEncoder::ResponsesRaw { .. } => {}
+            HubEncoder::OpenAiRelay {
+                include_usage,
+                model,
+            } => {
+                // A hub chunk given to the relay (a whole answer re-emitted): as OpenAi.
+                if !*include_usage {
+                    if c.choices.is_empty() && c.usage.is_some() {
+                        return;
+                    }
+                    c.usage = None;
+                }
+                c.model.clone_from(model);
+                if let Ok(s) = serde_json::to_string(&c) {
+                    out.push(sse::Event::data(s));
+                }
+            }
         }
     }
 
     /// One upstream event forwarded as is (raw mode only).
     pub fn raw(&mut self, ev: &sse::Event, out: &mut Vec<sse::Event>) {
+        if let HubEncoder::OpenAiRelay {
+            include_usage,
+            model,
+        } = self
+        {
+            let data = ev.data.as_str();
+            if !*include_usage && is_usage_only(data) {
+                return;
+            }
+            let mut patched = match patch_model(data, model) {
+                Some(p) => p,
+                None => match serde_json::from_str::<Value>(data) {
+                    // Unusual JSON (the pattern was not found): parse, set, serialise.
+                    Ok(mut v) => {
+                        if let Some(o) = v.as_object_mut() {
+                            o.insert("model".into(), Value::String(model.clone()));
+                        }
+                        v.to_string()
+                    }
+                    Err(_) => return,
+                },
+            };
+            if !*include_usage {
+                patched = patched.replace(",\"usage\":null", "");
+            }
+            out.push(sse::Event::data(patched));
+            return;
+        }
         if let HubEncoder::ResponsesRaw { model } = self {
             let mut ev = ev.clone();
             if let Ok(mut v) = serde_json::from_str::<Value>(&ev.data) {
@@ -570,7 +629,9 @@ impl HubEncoder {
     /// Ends the stream with an error event (no `[DONE]` follows).
     pub fn error(&mut self, err: &GatewayError, out: &mut Vec<sse::Event>) {
         match self {
-            HubEncoder::OpenAi { .. } => out.push(sse::Event::data(err.openai_body().to_string())),
+            HubEncoder::OpenAi { .. } | HubEncoder::OpenAiRelay { .. } => {
+                out.push(sse::Event::data(err.openai_body().to_string()))
+            }
             HubEncoder::Anthropic(t) => {
                 let body = oa::ErrorResponse::new(err.openai_type(), err.safe_message()).error;
                 for ev in t.on_error(&body) {
@@ -601,7 +662,9 @@ impl HubEncoder {
     /// Ends a complete stream.
     pub fn finish(&mut self, out: &mut Vec<sse::Event>) {
         match self {
-            HubEncoder::OpenAi { .. } => out.push(sse::Event::data(sse::DONE_DATA)),
+            HubEncoder::OpenAi { .. } | HubEncoder::OpenAiRelay { .. } => {
+                out.push(sse::Event::data(sse::DONE_DATA))
+            }
             HubEncoder::Anthropic(t) => {
                 for ev in t.finish_stream() {
                     push_anthropic(&ev, out);
@@ -626,6 +689,46 @@ impl HubEncoder {
             }
         }
     }
+}
+
+/// Whether an OpenAI chunk's JSON is the usage-only chunk (`"choices":[]` with a usage
+/// object), by a byte scan of the compact JSON providers send.
+fn is_usage_only(data: &str) -> bool {
+    let compact = |k: &str| data.contains(k);
+    (compact("\"choices\":[]") || compact("\"choices\": []"))
+        && (compact("\"usage\":{") || compact("\"usage\": {"))
+}
+
+/// Replaces the string value of the first `"model"` key of a JSON object's text with
+/// `model` (JSON-escaped), without parsing the rest; `None` when the key is not found
+/// as `"model":"..."` (optional spaces around the colon).
+pub fn patch_model(data: &str, model: &str) -> Option<String> {
+    let key = data.find("\"model\"")?;
+    let after_key = key + "\"model\"".len();
+    let rest = &data[after_key..];
+    let colon = rest.len() - rest.trim_start().len();
+    let rest_after_ws = rest.trim_start();
+    let rest_value = rest_after_ws.strip_prefix(':')?;
+    let ws2 = rest_value.len() - rest_value.trim_start().len();
+    let value = rest_value.trim_start().strip_prefix('"')?;
+    let start = after_key + colon + 1 + ws2; // at the opening quote
+                                             // The closing quote: the first `"` not escaped by an odd run of backslashes.
+    let bytes = value.as_bytes();
+    let mut i = 0;
+    let end = loop {
+        match bytes.get(i)? {
+            b'\\' => i += 2,
+            b'"' => break i,
+            _ => i += 1,
+        }
+    };
+    let close = start + 1 + end; // at the closing quote
+    let quoted = serde_json::to_string(model).ok()?;
+    let mut out = String::with_capacity(data.len() + quoted.len());
+    out.push_str(&data[..start]);
+    out.push_str(&quoted);
+    out.push_str(&data[close + 1..]);
+    Some(out)
 }
 
 fn push_anthropic(ev: &an::StreamEvent, out: &mut Vec<sse::Event>) {
@@ -1047,6 +1150,72 @@ mod tests {
         enc.error(&GatewayError::from_upstream_status(502, "broke"), &mut out);
         assert!(out[0].data.contains("\"error\""));
         assert!(sse_bytes(&out).starts_with("data: {"));
+    }
+
+    #[test]
+    fn test_patch_model_rewrites_only_the_model_value() {
+        let d =
+            r#"{"id":"c","model":"gpt-4o-mini@ttft=1","choices":[{"delta":{"content":"model"}}]}"#;
+        let p = patch_model(d, "vir\"tual").unwrap();
+        let v: Value = serde_json::from_str(&p).unwrap();
+        assert_eq!(v["model"], "vir\"tual");
+        assert_eq!(v["choices"][0]["delta"]["content"], "model");
+        let spaced = r#"{"model" : "a\"b\\", "x": 1}"#;
+        let v: Value = serde_json::from_str(&patch_model(spaced, "m").unwrap()).unwrap();
+        assert_eq!((v["model"].as_str(), v["x"].as_i64()), (Some("m"), Some(1)));
+        assert!(patch_model(r#"{"model":null}"#, "m").is_none());
+        assert!(patch_model(r#"{"id":"x"}"#, "m").is_none());
+        assert!(patch_model(r#"{"model":"unterminated"#, "m").is_none());
+    }
+
+    #[test]
+    fn test_openai_relay_matches_the_translating_encoder() {
+        // The same upstream stream through the relay and through the hub encoder gives
+        // the same JSON values (the relay keeps the upstream's bytes otherwise).
+        let s = openai_stream(&["Hel", "lo"]);
+        for include in [false, true] {
+            let mut d = HubDecoder::new(ProviderKind::Openai, "id", 1, "m", true);
+            let mut all = d.push(s.as_bytes());
+            all.append(d.finish());
+            let mut relay = HubEncoder::new(Ingress::OpenAiChat, "virtual", "", include, true);
+            let mut hub = HubEncoder::new(Ingress::OpenAiChat, "virtual", "", include, false);
+            assert!(!relay.is_raw(), "errors stay the gateway's");
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            relay.encode(all.clone(), &mut a);
+            relay.finish(&mut a);
+            hub.encode(all, &mut b);
+            hub.finish(&mut b);
+            assert_eq!(a.len(), b.len(), "include_usage {include}");
+            for (x, y) in a.iter().zip(&b) {
+                if x.data == "[DONE]" {
+                    assert_eq!(y.data, "[DONE]");
+                    continue;
+                }
+                let mut vx: Value = serde_json::from_str(&x.data).unwrap();
+                let mut vy: Value = serde_json::from_str(&y.data).unwrap();
+                assert_eq!(vx["model"], "virtual");
+                fn strip_nulls(v: &mut Value) {
+                    match v {
+                        Value::Object(o) => {
+                            o.retain(|_, val| !val.is_null());
+                            o.values_mut().for_each(strip_nulls);
+                        }
+                        Value::Array(a) => a.iter_mut().for_each(strip_nulls),
+                        _ => {}
+                    }
+                }
+                strip_nulls(&mut vx);
+                strip_nulls(&mut vy);
+                assert_eq!(vx["choices"], vy["choices"]);
+                assert_eq!(vx.get("usage"), vy.get("usage"));
+            }
+        }
+        // Unreadable events, errors and [DONE] are never relayed.
+        let s = "data: {\"choices\": [oops\n\ndata: {\"id\":\"x\",\"model\":\"up\",\"choices\":[]}\n\ndata: [DONE]\n\n";
+        let mut d = HubDecoder::new(ProviderKind::Openai, "id", 1, "m", true);
+        let out = d.push(s.as_bytes());
+        assert_eq!(out.raw.len(), 1);
+        assert!(out.raw[0].data.contains("\"up\""));
     }
 
     #[test]

@@ -13,6 +13,7 @@
 use std::rc::Rc;
 
 use futures_channel::mpsc::unbounded;
+use futures_util::future::{select, Either};
 use tollbooth_core::billing::{Ending, Observed};
 use tollbooth_core::catalogue::{
     Catalogue, Credential, ModelKind, ProviderKind, Resolved, StreamMode, Target,
@@ -26,7 +27,7 @@ use tollbooth_core::translate::hub::{
     decode_full, encode_full_for, response_output, FullAnswer, HubDecoder, HubEncoder, Ingress,
 };
 use tollbooth_core::translate::stream_convert::response_to_chunks;
-use worker::{AbortController, Context, Env, Headers, Response};
+use worker::{Context, Env, Headers, Response};
 
 use super::{authed_from, resolve_allowed};
 use crate::auth::KeySource;
@@ -39,11 +40,12 @@ use crate::pipeline::attempts::{self, Attempt, Verdict};
 use crate::pipeline::capture;
 use crate::pipeline::ingress::{parse_chat_with, ChatJob, IngressFacts};
 use crate::pipeline::metering::{self, Finish, Meter, Settlement};
+use crate::pipeline::speculate;
 use crate::pipeline::stream::{self, SseSink, UpstreamStream};
 use crate::protect;
 use crate::routes::{gemini_target, GeminiMethod};
-use crate::upstream;
-use crate::util::{clock_ms, now_s};
+use crate::upstream::{self, Abort};
+use crate::util::{clock_ms, now_ms, now_s};
 
 /// The HTTP handler.
 pub async fn chat_handler(call: Call<'_>, ingress: Ingress) -> Result<Response, EdgeError> {
@@ -72,11 +74,22 @@ pub async fn chat_handler(call: Call<'_>, ingress: Ingress) -> Result<Response, 
     } else {
         KeySource::Standard
     };
-    let key = authed_from(rc, req, env, config, source).await?;
+    // Authentication and the catalogue are independent: loaded together (an
+    // authentication failure answers at once). The body is read only once the caller is
+    // authenticated: an unauthenticated caller's body is never read (a 401 comes first).
+    let (key, catalogue) = {
+        let auth = authed_from(rc, req, env, config, source);
+        let cat = catalogue::load(env, config.catalogue_ttl_ms);
+        futures_util::pin_mut!(auth, cat);
+        match select(auth, cat).await {
+            Either::Left((key, cat)) => (key?, cat.await),
+            Either::Right((cat, auth)) => (auth.await?, cat),
+        }
+    };
     let body = protect::read_body_limited(req, config.max_body_bytes).await?;
     let job = parse_chat_with(ingress, &body, &facts)?;
     drop(body);
-    let catalogue = catalogue::load(env, config.catalogue_ttl_ms).await?;
+    let catalogue = catalogue?;
     breakers::refresh_in_background(env, ctx);
     let prepared = prepare(rc, env, ctx, config, &catalogue, &key, job).await?;
     deliver_http(rc, ctx, config, prepared).await
@@ -164,38 +177,49 @@ pub async fn prepare(
     let (estimate, worst) =
         metering::estimates(&prompt, resolved.reserved_output_cap(cap), job.choices);
     let plan = catalogue.plan(&key.plan_id);
-    let mut settlement = metering::admit(
-        env,
-        ctx,
-        config,
-        &Meter {
-            request_id: &rc.id,
-            key,
-            plan,
-            model: resolved.name,
-            price: resolved.price,
-            estimate,
-            worst,
-            now_s: rc.now_s,
-        },
-    )
-    .await?;
-    settlement.set_capture(capture::decide(
+    let request_id = rc.id.clone();
+    let meter = Meter {
+        request_id: &request_id,
         key,
-        catalogue,
-        &job.hub,
-        job.ingress.endpoint(),
-        &job.client_model,
-    ));
+        plan,
+        model: resolved.name,
+        price: resolved.price,
+        estimate,
+        worst,
+        now_s: rc.now_s,
+    };
+    let settings = catalogue.settings();
     let mode = resolved
         .model
         .and_then(|m| m.stream_mode)
-        .unwrap_or(catalogue.settings().stream_mode);
-    let upstream_stream = match mode {
-        StreamMode::Auto => job.client_stream,
-        StreamMode::ForceStream => true,
-        StreamMode::ForceNonStream => false,
-    };
+        .unwrap_or(settings.stream_mode);
+    // Speculation calls the upstream in stream mode (an abort then stops generation), so
+    // it is off where that would change the answer: a model forced to non-stream, and a
+    // non-stream caller whose own body is forwarded as is.
+    let raw_body = job.anthropic_body.is_some() || job.responses_body.is_some();
+    let ticket = (!config.hooks.metering_off
+        && mode != StreamMode::ForceNonStream
+        && (job.client_stream || !raw_body))
+        .then(|| {
+            speculate::decide(
+                settings,
+                &speculate::Candidate {
+                    member_id: &key.member_id,
+                    key_id: &key.public_id,
+                    price: &resolved.price,
+                    worst: &worst,
+                    input_tokens: estimate.input_tokens,
+                },
+            )
+        })
+        .flatten();
+    let upstream_stream = ticket.is_some()
+        || match mode {
+            StreamMode::Auto => job.client_stream,
+            StreamMode::ForceStream => true,
+            StreamMode::ForceNonStream => false,
+        };
+    let calls = speculate::Calls::default();
     let mut attempt = ChatAttempt {
         job: &job,
         cap,
@@ -205,16 +229,85 @@ pub async fn prepare(
         created: now_s(),
         name: resolved.name,
         raw: false,
+        calls: ticket.as_ref().map(|_| calls.clone()),
     };
-    let result = attempts::run(
-        rc,
-        &resolved,
-        catalogue.settings(),
-        config,
+    let started_ms = now_ms();
+    let admitted = if ticket.is_some() {
+        let admit = metering::admit(env, ctx, config, &meter);
+        let run = attempts::run(
+            rc,
+            &resolved,
+            settings,
+            config,
+            &job.client_model,
+            &mut attempt,
+        );
+        futures_util::pin_mut!(admit, run);
+        match select(admit, run).await {
+            Either::Left((Ok(settlement), run)) => Ok((settlement, run.await)),
+            Either::Left((Err(refusal), _)) => Err(refusal),
+            Either::Right((result, admit)) => match admit.await {
+                Ok(settlement) => Ok((settlement, result)),
+                Err(refusal) => Err(refusal),
+            },
+        }
+    } else {
+        match metering::admit(env, ctx, config, &meter).await {
+            Ok(settlement) => Ok((
+                settlement,
+                attempts::run(
+                    rc,
+                    &resolved,
+                    settings,
+                    config,
+                    &job.client_model,
+                    &mut attempt,
+                )
+                .await,
+            )),
+            Err(refusal) => Err(refusal),
+        }
+    };
+    drop(ticket);
+    let (mut settlement, result) = match admitted {
+        Ok(pair) => pair,
+        Err(refusal) => {
+            speculate::refused(
+                &key.member_id,
+                &key.public_id,
+                refusal.error.http_status(),
+                refusal.error.retry_after_secs(),
+            );
+            // Whatever the speculative attempt started is cancelled: no byte of it was
+            // sent to the caller, and the provider stops generating.
+            if calls.cancel_all() {
+                ctx.wait_until(speculate::record_abort(
+                    env.clone(),
+                    speculate::AbortEvent {
+                        request_id: request_id.clone(),
+                        member_id: key.member_id.clone(),
+                        key_id: key.public_id.clone(),
+                        model: resolved.name.to_owned(),
+                        deployment: rc.deployment.clone(),
+                        input_tokens_est: estimate.input_tokens,
+                        latency_ms: now_ms().saturating_sub(started_ms),
+                        now_s: rc.now_s,
+                    },
+                ));
+            }
+            return Err(refusal);
+        }
+    };
+    if let Some(adm) = settlement.admission() {
+        speculate::admitted(&adm.member_id, adm.unit, adm.headroom);
+    }
+    settlement.set_capture(capture::decide(
+        key,
+        catalogue,
+        &job.hub,
+        job.ingress.endpoint(),
         &job.client_model,
-        &mut attempt,
-    )
-    .await;
+    ));
     let raw = attempt.raw;
     match result {
         Ok(answer) => Ok(Prepared {
@@ -244,6 +337,8 @@ struct ChatAttempt<'a> {
     name: &'a str,
     /// Whether the last built request forwards the Anthropic body as is.
     raw: bool,
+    /// Speculative admission: every upstream call, to cancel them on a refusal.
+    calls: Option<speculate::Calls>,
 }
 
 impl Attempt for ChatAttempt<'_> {
@@ -278,7 +373,13 @@ impl Attempt for ChatAttempt<'_> {
             .anthropic_body
             .as_ref()
             .filter(|_| p.kind == ProviderKind::Anthropic && same_mode);
-        self.raw = raw_body.is_some();
+        // An OpenAI caller streaming from an OpenAI-compatible upstream: the upstream's
+        // chunks are relayed as they are (only `model` patched), not re-serialised.
+        let relay = self.job.ingress == Ingress::OpenAiChat
+            && matches!(p.kind, ProviderKind::Openai | ProviderKind::Azure)
+            && self.upstream_stream
+            && self.job.client_stream;
+        self.raw = raw_body.is_some() || relay;
         match raw_body {
             Some(body) => provider::anthropic_passthrough_request(
                 p,
@@ -300,11 +401,17 @@ impl Attempt for ChatAttempt<'_> {
         }
     }
 
+    fn track(&self, abort: &Abort) {
+        if let Some(calls) = &self.calls {
+            calls.track(abort);
+        }
+    }
+
     async fn accept(
         &mut self,
         _rc: &mut ReqCtx,
         mut resp: Response,
-        controller: AbortController,
+        controller: Abort,
         target: &Target<'_>,
         timeout_ms: u64,
     ) -> Verdict<ChatAnswer> {

@@ -9,7 +9,7 @@ use tollbooth_core::error::GatewayError;
 use tollbooth_core::provider::{self, UpstreamRequest};
 use tollbooth_core::routing::AttemptFailure;
 use tollbooth_core::usage::Usage;
-use worker::{AbortController, Response};
+use worker::Response;
 
 use super::{authed, resolve_allowed};
 use crate::breakers;
@@ -20,7 +20,7 @@ use crate::pipeline::attempts::{self, Attempt, Verdict};
 use crate::pipeline::ingress::{parse_json, JsonKind};
 use crate::pipeline::metering::{self, Finish, Meter};
 use crate::protect;
-use crate::upstream;
+use crate::upstream::{self, Abort};
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum JsonEndpoint {
@@ -78,7 +78,7 @@ impl Attempt for JsonAttempt<'_> {
         &mut self,
         _rc: &mut ReqCtx,
         mut resp: Response,
-        controller: AbortController,
+        controller: Abort,
         _target: &Target<'_>,
         timeout_ms: u64,
     ) -> Verdict<Value> {

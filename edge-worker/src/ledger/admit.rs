@@ -86,6 +86,10 @@ pub struct Admission {
     pub amount: u64,
     pub rate: RateTicket,
     pub admitted_at: u64,
+    /// What was left of the source (in `unit`) once this reservation was taken: the
+    /// isolate's hint for speculative admission. Not stored with a pending settlement.
+    #[serde(skip)]
+    pub headroom: Option<u64>,
 }
 
 /// Why a request was not admitted.
@@ -256,6 +260,8 @@ struct Diagnosis {
     allowance_unit: Option<String>,
     needs_next: Option<i64>,
     renewal_gap: i64,
+    allowance_left: Option<i64>,
+    wallet_left: Option<i64>,
 }
 
 #[derive(Deserialize)]
@@ -462,7 +468,11 @@ async fn batch(
            (SELECT COUNT(*) FROM allowances WHERE member_id = ?1 \
               AND period_start = (SELECT MAX(period_start) FROM allowances \
                                   WHERE member_id = ?1 AND period_start <= ?2) \
-              AND period_end <= ?2 AND period != 'none') AS renewal_gap"
+              AND period_end <= ?2 AND period != 'none') AS renewal_gap, \
+           (SELECT amount - used - reserved FROM allowances WHERE member_id = ?1 \
+              AND {CURRENT}) AS allowance_left, \
+           (SELECT balance_micros - reserved_micros FROM wallets WHERE member_id = ?1) \
+              AS wallet_left"
     ));
     let windows_at = sql.len();
     if !scopes.is_empty() {
@@ -493,6 +503,10 @@ async fn batch(
             Source::Allowance
         };
         let unit = parse_unit(unit).unwrap_or(AllowanceUnit::Money);
+        let headroom = match source {
+            Source::Allowance => diag.allowance_left.map(non_negative),
+            Source::Wallet => diag.wallet_left.map(non_negative),
+        };
         return Ok(BatchOutcome::Admitted(
             Admission {
                 request_id: req.request_id.to_string(),
@@ -511,6 +525,7 @@ async fn batch(
                     tokens: rate_tokens,
                 },
                 admitted_at: req.now,
+                headroom,
             },
             diag.needs_next.map(non_negative),
         ));

@@ -96,6 +96,12 @@ pub async fn write(
             kv.put(kv_key, now_stored.body)?.execute().await?;
         }
     }
+    // This isolate serves the new record at once (others within the cache bound).
+    match kind {
+        "key" => crate::auth::forget_key(id),
+        "member" => crate::auth::forget_member(id),
+        _ => {}
+    }
     Ok(WriteOutcome::Applied)
 }
 

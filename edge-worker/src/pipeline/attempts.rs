@@ -14,12 +14,12 @@ use tollbooth_core::catalogue::{Credential, Resolved, Settings, Target};
 use tollbooth_core::error::GatewayError;
 use tollbooth_core::provider::{self, UpstreamRequest};
 use tollbooth_core::routing::{after_failure, candidate_order, AfterFailure, AttemptFailure};
-use worker::{AbortController, Response};
+use worker::Response;
 
 use crate::breakers;
 use crate::config::Config;
 use crate::context::ReqCtx;
-use crate::upstream;
+use crate::upstream::{self, Abort};
 use crate::util::{clock_ms, now_ms, random_u64};
 
 /// What accepting a 2xx answer decided.
@@ -43,12 +43,16 @@ pub(crate) trait Attempt {
         cred: &Credential,
     ) -> Result<UpstreamRequest, GatewayError>;
 
+    /// Told of every upstream call as it starts (speculative admission keeps a handle
+    /// to cancel it).
+    fn track(&self, _abort: &Abort) {}
+
     /// Accepts a 2xx answer.
     async fn accept(
         &mut self,
         rc: &mut ReqCtx,
         resp: Response,
-        controller: AbortController,
+        controller: Abort,
         target: &Target<'_>,
         timeout_ms: u64,
     ) -> Verdict<Self::Output>;
@@ -135,7 +139,8 @@ pub(crate) async fn run<A: Attempt>(
         rc.deployment = Some(format!("{}/{}", target.provider.id, target.upstream_model));
         let timeout_ms = target.provider.timeout_ms.max(1);
         let t0 = clock_ms();
-        let sent = upstream::send(&request, timeout_ms).await;
+        let track = |a: &Abort| attempt.track(a);
+        let sent = upstream::send(&request, timeout_ms, Some(&track)).await;
         let failed = |f: AttemptFailure| breakers::on_failure(&bkey, f, now_ms(), &config.breaker);
         let (failure, error) = match sent {
             Err(f) => {

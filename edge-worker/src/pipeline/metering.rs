@@ -86,6 +86,12 @@ pub async fn admit(
         now: m.now_s,
         ttl_secs: config.reservation_ttl_secs,
     };
+    if config.hooks.ledger_delay_ms > 0 {
+        Delay::from(std::time::Duration::from_millis(
+            config.hooks.ledger_delay_ms,
+        ))
+        .await;
+    }
     match ledger::admit(&db, &req).await {
         Ok((admission, fill)) => {
             if let Some(period_start) = fill {
@@ -182,6 +188,11 @@ impl Settlement {
         if let Some(o) = self.open.as_mut() {
             o.capture = capture;
         }
+    }
+
+    /// The admission (none when metering is off).
+    pub fn admission(&self) -> Option<&Admission> {
+        self.open.as_ref().map(|o| &o.admission)
     }
 
     /// Whether the handler should assemble the answer for capture.

@@ -8,4 +8,5 @@ pub mod attempts;
 pub mod capture;
 pub mod ingress;
 pub mod metering;
+pub mod speculate;
 pub mod stream;

@@ -9,7 +9,11 @@
 //! reservation alive (a heartbeat every third of the reservation's lifetime), so the
 //! sweep never charges a request that is still being served.
 
+use std::pin::Pin;
+use std::time::Duration;
+
 use futures_channel::mpsc::UnboundedSender;
+use futures_util::future::{select, Either};
 use futures_util::StreamExt;
 use tollbooth_core::billing::{Ending, Observed};
 use tollbooth_core::error::GatewayError;
@@ -19,13 +23,46 @@ use tollbooth_core::sse;
 use tollbooth_core::translate::hub::{chunk_output, Decoded, HubDecoder, HubEncoder, Output};
 use tollbooth_core::translate::stream_convert::ChunkAggregator;
 use tollbooth_core::usage::Usage;
-use worker::{AbortController, ByteStream, Response};
+use worker::{ByteStream, Delay, Response};
 
 use super::attempts::Verdict;
 use super::metering::Settlement;
 use crate::context::{log_error, ReqCtx};
-use crate::upstream::within;
+use crate::upstream::{within, Abort};
 use crate::util::{clock_ms, now_ms};
+
+/// One timer for a whole stream (not a `setTimeout` per chunk): reads the next chunk of
+/// `body` or gives up at `deadline` (clock ms). The armed timer survives the chunks
+/// that arrive before it fires; when it fires early (the deadline moved on with the
+/// data), it is re-armed once for what is left.
+#[derive(Default)]
+pub struct Watchdog {
+    timer: Option<(Pin<Box<Delay>>, f64)>,
+}
+
+/// What the next read of a stream gave.
+type Read = Option<Result<Vec<u8>, worker::Error>>;
+
+impl Watchdog {
+    /// The next read, or `None` when `deadline` passed first.
+    pub async fn next(&mut self, body: &mut ByteStream, deadline: f64) -> Option<Read> {
+        loop {
+            let now = clock_ms();
+            if now >= deadline {
+                return None;
+            }
+            if self.timer.as_ref().is_none_or(|(_, at)| *at > deadline) {
+                let ms = (deadline - now).ceil().max(1.0) as u64;
+                self.timer = Some((Box::pin(Delay::from(Duration::from_millis(ms))), deadline));
+            }
+            let (timer, _) = self.timer.as_mut()?;
+            match select(body.next(), timer.as_mut()).await {
+                Either::Left((read, _)) => return Some(read),
+                Either::Right(_) => self.timer = None,
+            }
+        }
+    }
+}
 
 /// After the client disconnects, read at most this much more of the upstream.
 pub const DRAIN_LIMIT_BYTES: usize = 4 * 1024 * 1024;
@@ -40,7 +77,7 @@ pub struct UpstreamStream {
     /// Give up when the upstream sends nothing for this long.
     idle_ms: u64,
     /// Kept alive with the body: dropping the controller must not cancel it.
-    _controller: AbortController,
+    _controller: Abort,
 }
 
 /// Reads the upstream until its first hub chunk, within `timeout_ms` of the attempt's
@@ -48,7 +85,7 @@ pub struct UpstreamStream {
 /// before any output tries the next candidate.
 pub async fn peek(
     mut resp: Response,
-    controller: AbortController,
+    controller: Abort,
     mut decoder: HubDecoder,
     timeout_ms: u64,
 ) -> Verdict<UpstreamStream> {
@@ -143,8 +180,16 @@ pub async fn aggregate(
     let pending = std::mem::take(&mut up.pending);
     let mut error = take(pending, &mut agg);
     if error.is_none() && !up.ended {
+        let mut watchdog = Watchdog::default();
+        let mut last_data = clock_ms();
         loop {
-            match within(up.body.next(), up.idle_ms).await {
+            let read = watchdog
+                .next(&mut up.body, last_data + up.idle_ms as f64)
+                .await;
+            if matches!(read, Some(Some(Ok(_)))) {
+                last_data = clock_ms();
+            }
+            match read {
                 None => {
                     error = Some("The upstream stopped sending.".into());
                     break;
@@ -243,6 +288,7 @@ pub async fn pump<S: Sink>(
     // Idleness is measured from the last bytes, not from the last wake-up (heartbeats
     // wake the loop without data).
     let mut last_data = clock_ms();
+    let mut watchdog = Watchdog::default();
 
     let mut deliver = |d: Decoded,
                        encoder: &mut HubEncoder,
@@ -279,24 +325,20 @@ pub async fn pump<S: Sink>(
                     next_heartbeat = Some(now_ms().saturating_add(every));
                 }
             }
-            let idle_left = (up.idle_ms as f64 - (clock_ms() - last_data)).max(1.0) as u64;
-            let mut wait = idle_left;
-            if let Some(deadline) = drain_deadline {
-                let left = deadline - clock_ms();
-                if left <= 0.0 {
-                    break;
-                }
-                wait = wait.min(left as u64 + 1);
+            let idle_at = last_data + up.idle_ms as f64;
+            let mut deadline = idle_at;
+            if let Some(d) = drain_deadline {
+                deadline = deadline.min(d);
             }
             if let Some(at) = next_heartbeat {
-                wait = wait.min(at.saturating_sub(now_ms()).max(1));
+                deadline = deadline.min(at as f64);
             }
-            match within(up.body.next(), wait).await {
+            match watchdog.next(&mut up.body, deadline).await {
                 None => {
                     if drain_deadline.is_some_and(|d| clock_ms() >= d) {
                         break;
                     }
-                    if next_heartbeat.is_some_and(|at| now_ms() >= at) && wait < up.idle_ms {
+                    if clock_ms() < idle_at {
                         // Woke for the heartbeat, not for idleness.
                         continue;
                     }

@@ -63,6 +63,9 @@ pub struct ConnCtx {
     pub reset: Arc<AtomicBool>,
     /// Becomes `true` when the server shuts down.
     pub shutdown: watch::Receiver<bool>,
+    /// Told how a played body ended: `completed`, or `cancelled` when the client went
+    /// away first (recorded as `stream_end` in the request log).
+    pub on_end: Option<Arc<dyn Fn(&'static str) + Send + Sync>>,
 }
 
 type Item = Result<Bytes, io::Error>;
@@ -164,30 +167,40 @@ async fn pause(ms: u64, tx: &mpsc::Sender<Item>) -> bool {
     }
 }
 
-async fn play(
+async fn play(steps: Vec<Step>, ttft_ms: u64, delay_ms: u64, tx: mpsc::Sender<Item>, ctx: ConnCtx) {
+    let on_end = ctx.on_end.clone();
+    let ending = play_steps(steps, ttft_ms, delay_ms, tx, ctx).await;
+    if let Some(f) = on_end {
+        f(ending);
+    }
+}
+
+/// Plays the steps; how it ended (see [`ConnCtx::on_end`]).
+async fn play_steps(
     steps: Vec<Step>,
     ttft_ms: u64,
     delay_ms: u64,
     tx: mpsc::Sender<Item>,
     mut ctx: ConnCtx,
-) {
+) -> &'static str {
+    const CANCELLED: &str = "cancelled";
     if !pause(ttft_ms, &tx).await {
-        return;
+        return CANCELLED;
     }
     let mut sent_content = 0usize;
     for step in steps {
         match step {
             Step::Event(bytes) => {
                 if tx.send(Ok(bytes)).await.is_err() {
-                    return;
+                    return CANCELLED;
                 }
             }
             Step::Content(bytes) => {
                 if sent_content > 0 && !pause(delay_ms, &tx).await {
-                    return;
+                    return CANCELLED;
                 }
                 if tx.send(Ok(bytes)).await.is_err() {
-                    return;
+                    return CANCELLED;
                 }
                 sent_content += 1;
             }
@@ -200,8 +213,9 @@ async fn play(
                     let _ = tx
                         .send(Err(io::Error::other("mock upstream shutting down")))
                         .await;
+                    return "shutdown";
                 }
-                return;
+                return CANCELLED;
             }
             Step::Reset => {
                 // Let the connection flush what was sent, then fail the body: hyper drops the
@@ -214,10 +228,11 @@ async fn play(
                         "mock reset_after",
                     )))
                     .await;
-                return;
+                return "reset";
             }
         }
     }
+    "completed"
 }
 
 #[cfg(test)]

@@ -165,7 +165,9 @@
 //! `GET /_mock/requests` returns the last 200 requests (oldest first), `/_mock/*` excluded:
 //! `{"seq","method","path","query","headers":{lowercase name: value},"model","body"}` where
 //! `body` is the parsed JSON (or `null`, with `body_text` holding the raw text when it is not
-//! JSON). Credentials are included verbatim (`authorization`, `x-api-key`, `x-goog-api-key`
+//! JSON). A streamed (or `hang_after`/`reset_after`) answer adds `stream_end` once its body
+//! ends: `completed` (all sent), `cancelled` (the client went away or aborted first),
+//! `reset` or `shutdown`. Credentials are included verbatim (`authorization`, `x-api-key`, `x-goog-api-key`
 //! and `key=` in `query`) so tests can check which key and which auth style the gateway used.
 //! `GET /_mock/stats` returns `{"total": N, "models": {"<model string>": count}}`.
 

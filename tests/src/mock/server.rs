@@ -159,6 +159,7 @@ async fn connection(stream: TcpStream, state: Arc<State>, shutdown: watch::Recei
     let ctx = ConnCtx {
         reset,
         shutdown: shutdown.clone(),
+        on_end: None,
     };
     let service = service_fn(move |req| {
         let state = state.clone();
@@ -278,6 +279,20 @@ impl State {
             *inner.per_model.entry(m.to_string()).or_default() += 1;
         }
         seq
+    }
+
+    /// Records how a request's played body ended (`stream_end` in its log entry).
+    fn mark_end(&self, seq: u64, ending: &'static str) {
+        let mut inner = self.lock();
+        if let Some(obj) = inner
+            .log
+            .iter_mut()
+            .rev()
+            .find(|e| e["seq"] == seq)
+            .and_then(Value::as_object_mut)
+        {
+            obj.insert("stream_end".into(), json!(ending));
+        }
     }
 
     /// Counts a `fail_first` request; returns its 1-based number for this key.
@@ -508,6 +523,8 @@ async fn handle(
         }
     }
     let seq = state.record(entry, model.as_deref());
+    let ended = state.clone();
+    ctx.on_end = Some(Arc::new(move |e| ended.mark_end(seq, e)));
 
     if let Route::NotFound = route {
         let msg = format!("mock upstream: no route for {} {}", parts.method, path);
