@@ -15,8 +15,9 @@ use tollbooth_tests::mock::{spawn, MockConfig, MockHandle};
 use tollbooth_tests::sync_client::SyncClient;
 
 const SECRET: &str = "test-sync-secret-0123456789";
-/// The slow model's time to first token: a refusal must come back long before it.
-const TTFT_MS: u64 = 2500;
+/// The slow model's time to first token: a refusal must come back before it (a refusal
+/// that waited for the upstream would take at least this long; generous for loaded CI).
+const TTFT_MS: u64 = 6000;
 
 fn now_unix() -> u64 {
     SystemTime::now()
@@ -300,7 +301,7 @@ async fn test_speculative_refusals_cancel_the_upstream_and_leak_nothing() {
     assert!(r.headers().contains_key("retry-after"));
     assert_refusal(r, 429, "rate_limit_exceeded").await;
     assert!(
-        elapsed < Duration::from_millis(TTFT_MS - 500),
+        elapsed < Duration::from_millis(TTFT_MS),
         "the refusal waited for the upstream: {elapsed:?}"
     );
     let calls = gw.upstream_calls().await;
@@ -331,10 +332,7 @@ async fn test_speculative_refusals_cancel_the_upstream_and_leak_nothing() {
     let elapsed = t0.elapsed();
     let id = request_id(&r);
     assert_refusal(r, 402, "insufficient_quota").await;
-    assert!(
-        elapsed < Duration::from_millis(TTFT_MS - 500),
-        "{elapsed:?}"
-    );
+    assert!(elapsed < Duration::from_millis(TTFT_MS), "{elapsed:?}");
     let calls = gw.upstream_calls().await;
     assert_eq!(calls.len(), before + 1);
     assert_eq!(gw.stream_end(&calls[before]["seq"]).await, "cancelled");
