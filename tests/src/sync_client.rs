@@ -325,6 +325,22 @@ impl SyncClient {
         .await
     }
 
+    /// Every usage event of `member`, read through the whole feed page by page.
+    pub async fn member_usage_events(&self, member: &str) -> Vec<Value> {
+        let mut out = Vec::new();
+        let mut after = String::new();
+        loop {
+            let r = self.read_feed("usage", &after, 1000).await.unwrap();
+            assert_eq!(r.status, 200, "{}", r.body);
+            let events = r.body["events"].as_array().cloned().unwrap_or_default();
+            if events.is_empty() {
+                return out;
+            }
+            out.extend(events.into_iter().filter(|e| e["member_id"] == member));
+            after = r.body["next"].as_str().unwrap().to_string();
+        }
+    }
+
     /// Charges expired reservations and finishes pending settlements now (what the
     /// scheduled handler does).
     pub async fn sweep(&self) -> Result<SyncResponse, BoxError> {

@@ -207,18 +207,7 @@ impl Gateway {
     }
 
     async fn events(&self, member: &str) -> Vec<Value> {
-        let mut out = Vec::new();
-        let mut after = String::new();
-        loop {
-            let r = self.sync.read_feed("usage", &after, 1000).await.unwrap();
-            assert_eq!(r.status, 200, "{}", r.body);
-            let events = r.body["events"].as_array().cloned().unwrap_or_default();
-            if events.is_empty() {
-                return out;
-            }
-            out.extend(events.into_iter().filter(|e| e["member_id"] == member));
-            after = r.body["next"].as_str().unwrap().to_string();
-        }
+        self.sync.member_usage_events(member).await
     }
 
     /// Waits for the usage event of `request_id`.
